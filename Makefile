@@ -1,0 +1,45 @@
+# mmseg-keyprotect: the commands people type.
+#   make install   build .venv from nothing (torch, mmcv with ops from a cached wheel, the plugin)
+#   make test      run the test suite (installs first if needed)
+#   make demo      generate the synthetic dataset, train and evaluate under key conditions
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# CPU wheel by default; for CUDA e.g. TORCH_SPEC='torch==2.1.2' TORCH_PIP_ARGS='--index-url https://download.pytorch.org/whl/cu121'
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+MMCV_VERSION ?= 2.1.0
+# Built mmcv wheels are cached outside the clone so fresh clones (and CI) reuse them.
+WHEEL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mmseg-keyprotect/wheels
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-all demo benchmark clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip 'setuptools>=77,<81' wheel ninja
+	$(PIP) install $(TORCH_PIP_ARGS) '$(TORCH_SPEC)'
+	bash tools/install_mmcv.sh $(PY) $(MMCV_VERSION) $(WHEEL_CACHE)
+	$(PIP) install -e '.[tests]'
+	$(PY) -c "import mmseg_keyprotect, mmcv.ops; print('mmseg-keyprotect', mmseg_keyprotect.__version__, 'installed')"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: install
+	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+
+demo: install
+	$(PY) tools/demo.py
+
+benchmark: install
+	$(PY) tools/benchmark.py all
+
+clean:
+	rm -rf $(VENV) work_dirs data/synthetic_voc

@@ -1,0 +1,67 @@
+"""The small interface every keyed component honours.
+
+A keyed component (a block cipher transform, a channel permutation ...) holds
+the *correct* key it was configured with and an *active* key that decides what
+it does now: the correct key (normal use and training), ``None`` (the *plain*
+condition: the component does nothing) or another key (an *incorrect* key in
+evaluation). Key-condition evaluation switches the active key of every keyed
+component of a model and its pipelines, and restores it afterwards.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from .keys import KeySpec, SecretKey, resolve_key
+
+__all__ = ['KeyedComponent']
+
+
+class KeyedComponent:
+    """Mixin for components whose behaviour depends on a secret key.
+
+    Subclasses call :meth:`_init_key` in ``__init__`` and read
+    :attr:`active_key` when they act; they may override :meth:`_on_key_change`
+    to refresh derived state.
+    """
+
+    _correct_key: SecretKey
+    _active_key: Optional[SecretKey]
+
+    def _init_key(self, key: KeySpec) -> None:
+        self._correct_key = resolve_key(key, type(self).__name__)
+        self._active_key = self._correct_key
+
+    @property
+    def correct_key(self) -> SecretKey:
+        """The key the component was configured (and trained) with."""
+        return self._correct_key
+
+    @property
+    def active_key(self) -> Optional[SecretKey]:
+        """The key in use now; ``None`` means plain (the component is a no-op)."""
+        return self._active_key
+
+    @property
+    def key_condition(self) -> str:
+        """``'correct'``, ``'plain'`` or ``'incorrect'``: what the active key is."""
+        if self._active_key is None:
+            return 'plain'
+        return 'correct' if self._active_key == self._correct_key else 'incorrect'
+
+    def use_key(self, key: Optional[SecretKey]) -> None:
+        """Make ``key`` the active key (``None``: plain)."""
+        if key is not None and not isinstance(key, SecretKey):
+            raise TypeError(f'use_key expects a SecretKey or None, got {type(key).__name__}')
+        self._active_key = key
+        self._on_key_change()
+
+    def use_correct_key(self) -> None:
+        """Go back to the correct key."""
+        self.use_key(self._correct_key)
+
+    def _on_key_change(self) -> None:
+        """Hook for subclasses: the active key changed."""
+
+    def _key_repr(self) -> str:
+        """Non-secret description for ``repr``: fingerprint and condition."""
+        return f'key=<{self._correct_key.fingerprint}>, condition={self.key_condition!r}'

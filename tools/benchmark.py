@@ -1,0 +1,128 @@
+"""Benchmarks for mmseg-keyprotect, reported as ratios measured in one run.
+
+Usage:
+    python tools/benchmark.py ciphers [--size 512] [--repeats 30]
+    python tools/benchmark.py permutation [--size 256] [--batch 2] [--repeats 5]
+
+Each subcommand interleaves the variants it compares (A, B, C, A, B, C, ...)
+so that machine noise hits all of them alike, and prints a markdown table to
+paste into ``docs/benchmarks.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def interleaved_times(fns: Dict[str, Callable[[], object]], repeats: int,
+                      warmup: int = 2) -> Dict[str, List[float]]:
+    """Time every function ``repeats`` times, round-robin, after ``warmup`` rounds."""
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for round_ in range(warmup + repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            elapsed = time.perf_counter() - start
+            if round_ >= warmup:
+                times[name].append(elapsed)
+    return times
+
+
+def machine_line() -> str:
+    import torch
+    return (f'{platform.processor() or platform.machine()}, Python {platform.python_version()}, '
+            f'numpy {np.__version__}, torch {torch.__version__}, '
+            f'{torch.get_num_threads()} torch threads')
+
+
+def bench_ciphers(args: argparse.Namespace) -> None:
+    """Per-image cipher time on an HxWx3 uint8 image vs a copy, one np.take and naive pyffx."""
+    import pyffx
+
+    from mmseg_keyprotect.keys import SecretKey
+    from mmseg_keyprotect.transforms import BlockFFX, BlockNegPos, BlockShuffle
+
+    key = SecretKey.generate()
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
+    index = rng.permutation(img.size).astype(np.int32)
+    fns: Dict[str, Callable[[], object]] = {
+        'plain copy': img.copy,
+        'single np.take': lambda: np.take(img.reshape(-1), index),
+    }
+    for m in args.block_sizes:
+        for cls in (BlockShuffle, BlockNegPos, BlockFFX):
+            cipher = cls(block_size=m, key=key)
+            fns[f'{cls.__name__} M={m}'] = (lambda c=cipher: c(dict(img=img))['img'])
+
+    # Naive FFX: one pyffx call per selected value, on a crop, extrapolated per image.
+    crop = img[:args.naive_crop, :args.naive_crop]
+    mask = key.mask('naive', crop.size)
+    ffx = pyffx.Integer(b'naive-password', length=3)
+
+    def naive_ffx() -> np.ndarray:
+        flat = crop.reshape(-1)
+        out = np.array([ffx.encrypt(int(v)) if s else int(v) for v, s in zip(flat, mask)],
+                       dtype=np.float32)
+        return out / 999.0 * 255.0
+
+    times = interleaved_times(fns, args.repeats)
+    naive = interleaved_times({'naive': naive_ffx}, max(2, args.repeats // 10), warmup=0)
+    naive_per_image = statistics.median(naive['naive']) * img.size / crop.size
+    med = {name: statistics.median(t) for name, t in times.items()}
+
+    print(f'## ciphers: {args.size}x{args.size}x3 uint8, median of {args.repeats} '
+          f'interleaved runs\n')
+    print(f'Machine: {machine_line()}\n')
+    print('| variant | ms / image | x plain copy | x single np.take | naive pyffx / this |')
+    print('|---|---:|---:|---:|---:|')
+    for name, t in med.items():
+        print(f'| {name} | {1e3 * t:.3f} | {t / med["plain copy"]:.2f} | '
+              f'{t / med["single np.take"]:.2f} | {naive_per_image / t:,.0f} |')
+    print(f'| naive per-pixel pyffx ({args.naive_crop}x{args.naive_crop} crop, extrapolated) '
+          f'| {1e3 * naive_per_image:,.0f} | {naive_per_image / med["plain copy"]:,.0f} | '
+          f'{naive_per_image / med["single np.take"]:,.0f} | 1 |')
+
+
+def bench_permutation(args: argparse.Namespace) -> None:
+    """Forward+backward time of FCN-R50-D8 with and without channel permutations."""
+    from bench_permutation import bench_permutation as run
+    run(args)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest='command', required=True)
+    ciphers = sub.add_parser('ciphers', help=bench_ciphers.__doc__)
+    ciphers.add_argument('--size', type=int, default=512)
+    ciphers.add_argument('--block-sizes', type=int, nargs='+', default=[4, 16])
+    ciphers.add_argument('--repeats', type=int, default=30)
+    ciphers.add_argument('--naive-crop', type=int, default=32)
+    ciphers.set_defaults(func=bench_ciphers)
+    perm = sub.add_parser('permutation', help=bench_permutation.__doc__)
+    perm.add_argument('--size', type=int, default=256)
+    perm.add_argument('--batch', type=int, default=2)
+    perm.add_argument('--repeats', type=int, default=5)
+    perm.set_defaults(func=bench_permutation)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        args.func(args)
+
+
+if __name__ == '__main__':
+    main()

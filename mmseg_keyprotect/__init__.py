@@ -5,6 +5,8 @@ config only needs::
 
     custom_imports = dict(imports=['mmseg_keyprotect'], allow_failed_imports=False)
 """
+from . import datasets  # noqa: F401  (registers DATASETS)
+from . import engine  # noqa: F401  (weights-only checkpoint loader)
 from . import transforms  # noqa: F401  (registers TRANSFORMS)
 from .keyed import KeyedComponent
 from .keys import SecretKey, WeakKeyWarning, resolve_key

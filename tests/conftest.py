@@ -1,13 +1,15 @@
-"""Shared fixtures: keys and key files made in temporary directories."""
+"""Shared fixtures: keys, key files and a tiny synthetic dataset, made in temporary directories."""
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any, Dict
 
 import pytest
 from mmengine.registry import init_default_scope
 
 import mmseg_keyprotect  # noqa: F401  (registers every component)
+from mmseg_keyprotect.datasets import make_synthetic_voc
 from mmseg_keyprotect.keys import SecretKey, WeakKeyWarning
 
 
@@ -41,3 +43,31 @@ def seed_key() -> SecretKey:
 def key_file(tmp_path: Path, key: SecretKey) -> Path:
     """``key`` saved with mode 0600 in a temporary directory."""
     return key.save(tmp_path / 'owner.key')
+
+
+@pytest.fixture(scope='session')
+def synthetic_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic VOC-layout dataset (8 train / 4 val images, 64x64), made once."""
+    return make_synthetic_voc(tmp_path_factory.mktemp('synthetic_voc'), num_train=8,
+                              num_val=4, image_size=(64, 64), seed=0)
+
+
+@pytest.fixture(scope='session')
+def tiny_run_overrides(synthetic_voc: Path) -> Dict[str, Any]:
+    """Config overrides (``--cfg-options`` keys) for a 2-iteration run on ``synthetic_voc``.
+
+    Apply with ``cfg.merge_from_dict(...)``, or pass ``f'{k}={v}'`` items to
+    ``--cfg-options`` of ``tools/train.py`` / ``tools/test.py``.
+    """
+    overrides: Dict[str, Any] = {
+        'train_cfg.max_iters': 2,
+        'train_cfg.val_interval': 2,
+        'default_hooks.checkpoint.interval': 2,
+        'default_hooks.logger.interval': 1,
+        'train_dataloader.batch_size': 2,
+    }
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        overrides[f'{loader}.dataset.data_root'] = str(synthetic_voc)
+        overrides[f'{loader}.num_workers'] = 0
+        overrides[f'{loader}.persistent_workers'] = False
+    return overrides

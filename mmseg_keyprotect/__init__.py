@@ -7,6 +7,7 @@ config only needs::
 """
 from . import datasets  # noqa: F401  (registers DATASETS)
 from . import engine  # noqa: F401  (weights-only checkpoint loader)
+from . import models  # noqa: F401  (registers MODELS)
 from . import transforms  # noqa: F401  (registers TRANSFORMS)
 from .keyed import KeyedComponent
 from .keys import SecretKey, WeakKeyWarning, resolve_key

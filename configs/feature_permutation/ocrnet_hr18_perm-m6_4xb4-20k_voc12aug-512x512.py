@@ -1,0 +1,8 @@
+# OCRNet-HRNetV2p-W18 (a CascadeEncoderDecoder) with the Model-6 point of paper 2
+# in its final stage: the input of the OCR head's conv_seg (512 channels).
+# Key from $KP_KEY.
+_base_ = ['mmseg::ocrnet/ocrnet_hr18_4xb4-20k_voc12aug-512x512.py']
+custom_imports = dict(imports=['mmseg_keyprotect'], allow_failed_imports=False)
+model = dict(
+    type='KeyProtectedCascadeEncoderDecoder',
+    protection=dict(key=dict(env='KP_KEY'), points=['decode_head.1.conv_seg:input']))

@@ -1,0 +1,13 @@
+"""Model side: keyed channel permutations and wrappers (mmseg ``MODELS``)."""
+from .permutation import ChannelPermutation, channel_permutation_index
+from .points import PointPermutation, PointSpec, attach_permutations
+from .protected import (ChannelPermutationNeck, KeyProtectedCascadeEncoderDecoder,
+                        KeyProtectedEncoderDecoder, KeyProtectedSegmentorMixin,
+                        build_key_protected_backbone, build_key_protected_head)
+
+__all__ = [
+    'ChannelPermutation', 'channel_permutation_index', 'PointSpec', 'PointPermutation',
+    'attach_permutations', 'KeyProtectedSegmentorMixin', 'KeyProtectedEncoderDecoder',
+    'KeyProtectedCascadeEncoderDecoder', 'build_key_protected_backbone',
+    'build_key_protected_head', 'ChannelPermutationNeck'
+]

@@ -1,0 +1,207 @@
+"""Registered components that protect an mmseg model with keyed channel permutations.
+
+Three ways to place permutations, all in mmseg's ``MODELS`` registry and all
+built on :func:`~mmseg_keyprotect.models.points.attach_permutations` (points
+are module paths, see :mod:`mmseg_keyprotect.models.points`):
+
+* a segmentor, :class:`KeyProtectedEncoderDecoder` (and
+  :class:`KeyProtectedCascadeEncoderDecoder`), with one extra argument
+  ``protection=dict(key=..., points=[...])`` and paths relative to the
+  segmentor. A config changes only the type, so every other field (and
+  ``--cfg-options model.decode_head.num_classes=...``) is inherited::
+
+      _base_ = ['mmseg::fcn/fcn_r50-d8_4xb4-20k_voc12aug-512x512.py']
+      model = dict(type='KeyProtectedEncoderDecoder',
+                   protection=dict(key=dict(env='KP_KEY'),
+                                   points=['decode_head.conv_seg:input']))
+
+* wrappers ``KeyProtectedBackbone`` / ``KeyProtectedHead`` around a backbone or
+  head config (paths relative to it). They are builder functions: they return
+  the inner module itself, so its class and ``state_dict`` keys are exactly the
+  unprotected ones;
+* :class:`ChannelPermutationNeck`, a neck permuting chosen backbone outputs.
+
+None of them adds a ``state_dict`` key: a checkpoint of a protected model loads
+into the unprotected model (which then behaves like the *plain* condition).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Sequence, Tuple, Union
+
+from mmseg.models.segmentors import CascadeEncoderDecoder, EncoderDecoder
+from mmseg.registry import MODELS
+from torch import Tensor, nn
+
+from ..keys import KeySpec, resolve_key
+from .permutation import ChannelPermutation
+from .points import PointLike, attach_permutations
+
+__all__ = [
+    'KeyProtectedSegmentorMixin', 'KeyProtectedEncoderDecoder',
+    'KeyProtectedCascadeEncoderDecoder', 'build_key_protected_backbone',
+    'build_key_protected_head', 'ChannelPermutationNeck'
+]
+
+Points = Union[PointLike, Sequence[PointLike]]
+
+
+class KeyProtectedSegmentorMixin:
+    """Adds a ``protection`` argument to a segmentor class.
+
+    Put it before the segmentor in the bases; every other argument goes to the
+    segmentor unchanged and the permutations are attached once it is built.
+
+    Args:
+        protection (dict): ``dict(key=KEY_SOURCE, points=[...])`` and optionally
+            ``prefix=''``; see
+            :func:`~mmseg_keyprotect.models.points.attach_permutations`.
+            Paths are relative to the segmentor (``'backbone.layer1'``).
+    """
+
+    def __init__(self, *args: Any, protection: Mapping[str, Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        attach_permutations(self, **protection)
+
+
+@MODELS.register_module()
+class KeyProtectedEncoderDecoder(KeyProtectedSegmentorMixin, EncoderDecoder):
+    """mmseg's ``EncoderDecoder`` with keyed channel permutations at named points.
+
+    Args:
+        protection (dict): ``dict(key=KEY_SOURCE, points=[...])``.
+        **kwargs: the arguments of ``EncoderDecoder``.
+    """
+
+
+@MODELS.register_module()
+class KeyProtectedCascadeEncoderDecoder(KeyProtectedSegmentorMixin, CascadeEncoderDecoder):
+    """mmseg's ``CascadeEncoderDecoder`` with keyed channel permutations at named points.
+
+    Paths into the cascaded heads carry the stage: ``'decode_head.1.conv_seg:input'``.
+
+    Args:
+        protection (dict): ``dict(key=KEY_SOURCE, points=[...])``.
+        **kwargs: the arguments of ``CascadeEncoderDecoder``.
+    """
+
+
+@MODELS.register_module(name='KeyProtectedBackbone')
+def build_key_protected_backbone(backbone: Mapping[str, Any],
+                                 points: Points,
+                                 key: KeySpec = None,
+                                 prefix: str = 'backbone',
+                                 **overrides: Any) -> nn.Module:
+    """Build a backbone and attach keyed channel permutations inside it.
+
+    Registered as ``KeyProtectedBackbone``::
+
+        backbone=dict(_delete_=True, type='KeyProtectedBackbone',
+                      backbone={{_base_.model.backbone}},
+                      key=dict(env='KP_KEY'), points=['layer1:input'])
+
+    Args:
+        backbone: the config of the backbone to protect.
+        points: points relative to the backbone, e.g. ``'layer1:input'`` (stem
+            output of a ResNet) or ``'layer4'``.
+        key: the secret key or its source.
+        prefix: prepended to the paths in the key purposes. The default
+            ``'backbone'`` gives the same permutations as the segmentor-level
+            points ``'backbone.PATH'``.
+        **overrides: fields merged into the backbone config (e.g. the
+            ``pretrained`` that ``EncoderDecoder`` sets on its backbone config).
+
+    Returns:
+        nn.Module: the backbone itself (its own class and ``state_dict`` keys).
+    """
+    return _build_and_attach(backbone, overrides, points, key, prefix)
+
+
+@MODELS.register_module(name='KeyProtectedHead')
+def build_key_protected_head(head: Mapping[str, Any],
+                             points: Points,
+                             key: KeySpec = None,
+                             prefix: str = 'decode_head',
+                             **overrides: Any) -> nn.Module:
+    """Build a decode head and attach keyed channel permutations inside it.
+
+    Registered as ``KeyProtectedHead``; e.g. the paper's Model-6 point::
+
+        decode_head=dict(_delete_=True, type='KeyProtectedHead',
+                         head={{_base_.model.decode_head}},
+                         key=dict(env='KP_KEY'), points=['conv_seg:input'])
+
+    Args:
+        head: the config of the head to protect.
+        points: points relative to the head, e.g. ``'conv_seg:input'``.
+        key: the secret key or its source.
+        prefix: prepended to the paths in the key purposes. The default
+            ``'decode_head'`` gives the same permutations as the segmentor-level
+            points ``'decode_head.PATH'``; use another one (``'auxiliary_head'``)
+            when wrapping a second head.
+        **overrides: fields merged into the head config (so
+            ``--cfg-options model.decode_head.num_classes=N`` reaches the head).
+
+    Returns:
+        nn.Module: the head itself (its own class and ``state_dict`` keys).
+    """
+    return _build_and_attach(head, overrides, points, key, prefix)
+
+
+def _build_and_attach(cfg: Mapping[str, Any], overrides: Dict[str, Any], points: Points,
+                      key: KeySpec, prefix: str) -> nn.Module:
+    module = MODELS.build({**cfg, **overrides})
+    attach_permutations(module, points, key, prefix)
+    return module
+
+
+@MODELS.register_module()
+class ChannelPermutationNeck(nn.Module):
+    """A neck that permutes the channels of chosen backbone outputs.
+
+    Output ``i`` is permuted under the purpose ``'{prefix}:input[i]'`` if ``i``
+    is in ``indices`` and passed through otherwise.
+
+    Args:
+        in_channels (Sequence[int]): channel count of every backbone output.
+        indices (Sequence[int]): which outputs to permute (0-based).
+        key (SecretKey | dict): the secret key or its source.
+        channel_dim (int): the channel axis of the outputs. Defaults to 1.
+        prefix (str): the module path this neck has in the segmentor, used in
+            the key purposes. Defaults to ``'neck'``.
+
+    Raises:
+        ValueError: if ``indices`` is empty, repeats an output or names one
+            that ``in_channels`` does not have, or the key is missing.
+    """
+
+    def __init__(self,
+                 in_channels: Sequence[int],
+                 indices: Sequence[int],
+                 key: KeySpec = None,
+                 channel_dim: int = 1,
+                 prefix: str = 'neck') -> None:
+        super().__init__()
+        secret = resolve_key(key, type(self).__name__)
+        self.in_channels = list(in_channels)
+        if not indices or len(set(indices)) != len(indices) or \
+                not all(0 <= i < len(self.in_channels) for i in indices):
+            raise ValueError(f'{type(self).__name__}: indices must be distinct outputs in '
+                             f'[0, {len(self.in_channels)}) for in_channels={self.in_channels}, '
+                             f'got {list(indices)}')
+        self.perms = nn.ModuleDict({
+            str(i): ChannelPermutation(self.in_channels[i], secret, f'{prefix}:input[{i}]',
+                                       channel_dim)
+            for i in sorted(indices)
+        })
+
+    def forward(self, inputs: Sequence[Tensor]) -> Tuple[Tensor, ...]:
+        """Permute the chosen backbone outputs.
+
+        Raises:
+            ValueError: if the number of inputs differs from ``len(in_channels)``.
+        """
+        if len(inputs) != len(self.in_channels):
+            raise ValueError(f'{type(self).__name__}: expected {len(self.in_channels)} backbone '
+                             f'outputs (in_channels={self.in_channels}), got {len(inputs)}')
+        return tuple(self.perms[str(i)](x) if str(i) in self.perms else x
+                     for i, x in enumerate(inputs))

@@ -2,6 +2,7 @@
 
 Usage:
     python tools/benchmark.py ciphers [--size 512] [--repeats 30]
+    python tools/benchmark.py conditions [--size 128] [--images 16] [--incorrect 100]
     python tools/benchmark.py permutation [--size 256] [--batch 2] [--repeats 5]
 
 Each subcommand interleaves the variants it compares (A, B, C, A, B, C, ...)
@@ -94,6 +95,75 @@ def bench_ciphers(args: argparse.Namespace) -> None:
           f'{naive_per_image / med["single np.take"]:,.0f} | 1 |')
 
 
+def _conditions_cfg(data_root: str, work_dir: str, protection: str, loop: Dict):
+    """FCN-R50-D8 (BN, random init) on the synthetic dataset, with one protection."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(Path(__file__).resolve().parents[1] / 'configs' / 'demo' /
+                              'fcn_r18-d8_baseline_demo.py'))
+    cfg.model.backbone.update(depth=50, stem_channels=64, base_channels=64)
+    cfg.model.decode_head.update(in_channels=2048, channels=512)
+    cfg.model.auxiliary_head.update(in_channels=1024, channels=256)
+    cfg.work_dir = work_dir
+    cfg.experiment_name = f'bench_{protection}_{loop["type"]}'
+    cfg.default_hooks.logger.interval = 10**6
+    cfg.test_dataloader.dataset.data_root = data_root
+    cfg.test_dataloader.num_workers = 0
+    cfg.test_dataloader.persistent_workers = False
+    cfg.test_cfg = loop
+    if protection == 'perm-m6':
+        cfg.model.type = 'KeyProtectedEncoderDecoder'
+        cfg.model.protection = dict(key=dict(seed=1),
+                                    points=['decode_head.conv_seg:input'])
+    else:
+        cipher = dict(shf='BlockShuffle', np='BlockNegPos', ffx='BlockFFX')[protection]
+        pipeline = cfg.test_dataloader.dataset.pipeline
+        pipeline.insert(len(pipeline) - 1, dict(type=cipher, block_size=4, key=dict(seed=1)))
+    return cfg
+
+
+def bench_conditions(args: argparse.Namespace) -> None:
+    """Correct + plain + N incorrect keys vs one plain evaluation pass, same data and model."""
+    import tempfile
+
+    from mmengine.logging import MMLogger
+    from mmengine.runner import Runner
+
+    from mmseg_keyprotect.datasets import make_synthetic_voc
+
+    tmp = tempfile.mkdtemp(prefix='kp_bench_')
+    data_root = str(make_synthetic_voc(Path(tmp) / 'voc', num_train=1, num_val=args.images,
+                                       image_size=(args.size, args.size)))
+    print(f'## conditions: FCN-R50-D8, {args.images} images at {args.size}x{args.size}, '
+          f'correct + plain + {args.incorrect} incorrect keys, median of {args.repeats} '
+          'interleaved runs\n')
+    print(f'Machine: {machine_line()}\n')
+    print('| protection | one plain pass (s) | all conditions (s) | ratio |')
+    print('|---|---:|---:|---:|')
+    for protection in args.protections:
+        loops = {
+            'plain pass': dict(type='TestLoop'),
+            'conditions': dict(type='KeyConditionTestLoop', incorrect=args.incorrect),
+        }
+        runners = {}
+        for name, loop in loops.items():
+            cfg = _conditions_cfg(data_root, f'{tmp}/{protection}', protection, loop)
+            runners[name] = Runner.from_cfg(cfg)
+            MMLogger.get_current_instance().setLevel('WARNING')
+        # The plain pass runs the model with protection off: what an unprotected model costs.
+        from mmseg_keyprotect.engine import KeyCondition, key_condition
+        plain = runners['plain pass']
+
+        def plain_pass() -> None:
+            with key_condition(KeyCondition.plain(), plain.model, plain.test_dataloader):
+                plain.test()
+
+        times = interleaved_times({'plain pass': plain_pass,
+                                   'conditions': runners['conditions'].test},
+                                  args.repeats, warmup=1)
+        a, b = (statistics.median(times[k]) for k in ('plain pass', 'conditions'))
+        print(f'| {protection} | {a:.2f} | {b:.2f} | {b / a:.2f} |')
+
+
 def bench_permutation(args: argparse.Namespace) -> None:
     """Forward+backward time of FCN-R50-D8 with and without channel permutations."""
     from bench_permutation import bench_permutation as run
@@ -109,6 +179,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ciphers.add_argument('--repeats', type=int, default=30)
     ciphers.add_argument('--naive-crop', type=int, default=32)
     ciphers.set_defaults(func=bench_ciphers)
+    cond = sub.add_parser('conditions', help=bench_conditions.__doc__)
+    cond.add_argument('--size', type=int, default=128)
+    cond.add_argument('--images', type=int, default=16)
+    cond.add_argument('--incorrect', type=int, default=100)
+    cond.add_argument('--repeats', type=int, default=3)
+    cond.add_argument('--protections', nargs='+', default=['perm-m6', 'shf', 'ffx'],
+                      choices=['perm-m6', 'shf', 'np', 'ffx'])
+    cond.set_defaults(func=bench_conditions)
     perm = sub.add_parser('permutation', help=bench_permutation.__doc__)
     perm.add_argument('--size', type=int, default=256)
     perm.add_argument('--batch', type=int, default=2)

@@ -1,4 +1,14 @@
-"""Engine side: the weights-only checkpoint loader."""
+"""Engine side: key conditions, their test/val loops (LOOPS), the weights-only checkpoint
+loader and CPU-only distributed launch."""
+from . import cpu_dist  # noqa: F401  (patches mmengine's PyTorch launcher for CPU-only torch)
 from .checkpoint import load_from_local_weights_only
+from .conditions import KeyCondition, find_keyed_components, key_condition, make_conditions
+from .loops import (ConditionEvaluation, KeyConditionTestLoop, KeyConditionValLoop,
+                    restart_workers)
+from .prefix_cache import KeyIndependentPrefix
 
-__all__ = ['load_from_local_weights_only']
+__all__ = [
+    'load_from_local_weights_only', 'KeyCondition', 'make_conditions', 'find_keyed_components',
+    'key_condition', 'ConditionEvaluation', 'KeyConditionTestLoop', 'KeyConditionValLoop',
+    'restart_workers', 'KeyIndependentPrefix'
+]

@@ -1,0 +1,115 @@
+"""Tests for KeyCondition, make_conditions, find_keyed_components and key_condition."""
+from __future__ import annotations
+
+import pytest
+import torch
+from mmengine.dataset import Compose
+from torch import nn
+
+from mmseg_keyprotect.engine import (KeyCondition, find_keyed_components, key_condition,
+                                     make_conditions)
+from mmseg_keyprotect.keys import SecretKey
+from mmseg_keyprotect.models import ChannelPermutation
+from mmseg_keyprotect.transforms import BlockNegPos, BlockShuffle
+
+
+class TinyDataset(torch.utils.data.Dataset):
+
+    def __init__(self, pipeline):
+        self.pipeline = Compose(pipeline)
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        return self.pipeline(dict(img=None))
+
+
+def make_targets(key):
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), ChannelPermutation(4, key, 'a'),
+                          nn.Sequential(ChannelPermutation(4, key, 'b')))
+    shf = BlockShuffle(block_size=2, key=key)
+    negpos = BlockNegPos(block_size=2, key=key)
+    loader = torch.utils.data.DataLoader(TinyDataset([shf, dict(type='PackSegInputs'), negpos]))
+    return model, loader, [model[1], model[2][0], shf, negpos]
+
+
+def test_make_conditions_order_and_distinct_incorrect_keys(key):
+    conds = make_conditions(incorrect=100, seed=3)
+    assert [c.kind for c in conds[:2]] == ['correct', 'plain']
+    assert len(conds) == 102
+    keys = [c.key for c in conds[2:]]
+    assert len({k.fingerprint for k in keys}) == 100
+    assert all(k != key for k in keys)
+    assert [c.label for c in conds[2:4]] == ['incorrect/000', 'incorrect/001']
+    same = make_conditions(incorrect=100, seed=3)
+    assert [c.key for c in same[2:]] == keys
+    assert make_conditions(incorrect=1, seed=4)[2].key != keys[0]
+    assert [c.kind for c in make_conditions(correct=False, plain=False, incorrect=2)] == [
+        'incorrect', 'incorrect']
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(correct=False, plain=False, incorrect=0), 'no key condition'),
+    (dict(incorrect=-1), 'non-negative'),
+    (dict(incorrect=2.5), 'non-negative'),
+])
+def test_make_conditions_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_conditions(**kwargs)
+
+
+def test_condition_validation(key):
+    with pytest.raises(ValueError, match="kind must be"):
+        KeyCondition('wrong')
+    with pytest.raises(ValueError, match='needs a key'):
+        KeyCondition('incorrect')
+    with pytest.raises(ValueError, match='take none'):
+        KeyCondition('plain', key)
+
+
+def test_incorrect_key_equal_to_correct_is_refused(key):
+    perm = ChannelPermutation(4, key, 'a')
+    with pytest.raises(ValueError, match='equals the correct key'):
+        KeyCondition.incorrect(key).key_for(perm)
+
+
+def test_find_keyed_components_walks_models_loaders_pipelines(key):
+    model, loader, expected = make_targets(key)
+    found = find_keyed_components(model, loader, model)
+    assert [id(c) for c in found] == [id(c) for c in expected]
+
+
+def test_key_condition_switches_and_restores(key):
+    model, loader, components = make_targets(key)
+    wrong = SecretKey.generate()
+    components[2].use_key(None)  # a non-default state must also come back
+    before = [c.active_key for c in components]
+    with key_condition(KeyCondition.incorrect(wrong), model, loader) as switched:
+        assert len(switched) == 4
+        assert all(c.active_key == wrong for c in components)
+    assert [c.active_key for c in components] == before
+    with key_condition(KeyCondition.plain(), model, loader):
+        assert all(c.active_key is None for c in components)
+    with key_condition(KeyCondition.correct(), model, loader):
+        assert all(c.active_key == key for c in components)
+    assert [c.active_key for c in components] == before
+
+
+def test_key_condition_restores_after_an_exception(key):
+    model, loader, components = make_targets(key)
+    with pytest.raises(RuntimeError, match='boom'):
+        with key_condition(KeyCondition.plain(), model, loader):
+            raise RuntimeError('boom')
+    assert all(c.active_key == key for c in components)
+
+
+def test_permutation_output_follows_the_condition(key):
+    perm = ChannelPermutation(8, key, 'p')
+    x = torch.arange(8.).view(1, 8, 1, 1)
+    correct = perm(x)
+    with key_condition(KeyCondition.plain(), perm):
+        torch.testing.assert_close(perm(x), x)
+    with key_condition(KeyCondition.incorrect(SecretKey.generate()), perm):
+        assert not torch.equal(perm(x), correct)
+    torch.testing.assert_close(perm(x), correct)

@@ -1,0 +1,149 @@
+"""Tests for the key-condition loops and the shared key-independent prefix."""
+from __future__ import annotations
+
+import json
+import uuid
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+from mmseg.registry import MODELS
+
+from mmseg_keyprotect.engine import (KeyCondition, KeyIndependentPrefix, find_keyed_components,
+                                     key_condition)
+from mmseg_keyprotect.engine import loops as loops_module
+from mmseg_keyprotect.keys import SecretKey
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_CONFIG = REPO / 'configs' / 'demo' / 'fcn_r18-d8_baseline_demo.py'
+KEY = dict(seed=21)
+POINTS = {
+    'm1': ['backbone.layer1:input'],
+    'm6': ['decode_head.conv_seg:input'],
+    'm1m6': ['backbone.layer1:input', 'decode_head.conv_seg:input'],
+}
+
+
+@pytest.fixture
+def data_root(synthetic_voc) -> str:
+    return str(synthetic_voc)
+
+
+def demo_cfg(tmp_path: Path, data_root: str, protection: str = 'perm-m6',
+             incorrect: int = 3, num_workers: int = 0, persistent: bool = False,
+             share_prefix: bool = True) -> Config:
+    """The demo FCN-R18 on the tiny dataset with the given protection and test loop."""
+    cfg = Config.fromfile(str(DEMO_CONFIG))
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.experiment_name = f'test_{uuid.uuid4().hex[:8]}'
+    cfg.default_hooks.visualization = dict(type='SegVisualizationHook')
+    for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[split].dataset.data_root = data_root
+        cfg[split].batch_size = 2
+        cfg[split].num_workers = num_workers
+        cfg[split].persistent_workers = persistent
+    cfg.test_cfg = dict(type='KeyConditionTestLoop', incorrect=incorrect, seed=0,
+                        share_prefix=share_prefix)
+    if protection.startswith('perm-'):
+        cfg.model.type = 'KeyProtectedEncoderDecoder'
+        cfg.model.protection = dict(key=KEY, points=POINTS[protection[5:]])
+    elif protection == 'shf':
+        pipeline = cfg.test_dataloader.dataset.pipeline
+        pipeline.insert(len(pipeline) - 1, dict(type='BlockShuffle', block_size=4, key=KEY))
+    return cfg
+
+
+def run_test(cfg: Config) -> tuple:
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        runner = Runner.from_cfg(cfg)
+        torch.manual_seed(0)
+        metrics = runner.test()
+    return runner, metrics
+
+
+@pytest.mark.parametrize('points', ['m1', 'm6', 'm1m6'])
+def test_prefix_replay_gives_the_same_logits(points):
+    cfg = Config.fromfile(str(DEMO_CONFIG))
+    cfg.model.type = 'KeyProtectedEncoderDecoder'
+    cfg.model.protection = dict(key=KEY, points=POINTS[points])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        model = MODELS.build(cfg.model).eval()
+    x = torch.randn(2, 3, 64, 64)
+    conditions = [KeyCondition.correct(), KeyCondition.plain(),
+                  KeyCondition.incorrect(SecretKey.generate())]
+    with torch.no_grad():
+        fresh = []
+        for cond in conditions:
+            with key_condition(cond, model):
+                fresh.append(model(x, mode='tensor'))
+        prefix = KeyIndependentPrefix(model)
+        backbone_calls = []
+        model.backbone.layer4.register_forward_hook(lambda *a: backbone_calls.append(1))
+        shared = []
+        for i, cond in enumerate(conditions):
+            with key_condition(cond, model), (prefix.record() if i == 0 else prefix.replay()):
+                shared.append(model(x, mode='tensor'))
+    for a, b in zip(fresh, shared):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(fresh[0], fresh[1]) and not torch.equal(fresh[0], fresh[2])
+    assert prefix.replayed_calls >= 2
+    # Model-6 reuses the whole backbone (layer4 runs once); Model-1 only the stem.
+    assert len(backbone_calls) == (1 if points == 'm6' else 3)
+
+
+def test_test_loop_reports_every_condition(tmp_path, data_root):
+    cfg = demo_cfg(tmp_path, data_root, 'perm-m6', incorrect=3)
+    runner, metrics = run_test(cfg)
+    work = Path(cfg.work_dir)
+    report = json.loads((work / 'key_conditions.json').read_text())
+    summary = report['summary']
+    assert set(summary) == {'correct', 'plain', 'incorrect'}
+    assert summary['incorrect']['num_keys'] == 3
+    for name in ('aAcc', 'mIoU', 'mAcc'):
+        assert type(summary['correct'][name]) is float
+        inc = [report['per_condition'][f'incorrect/{i:03d}'][name] for i in range(3)]
+        assert summary['incorrect']['min'][name] == min(inc)
+        assert summary['incorrect']['max'][name] == max(inc)
+        assert abs(summary['incorrect']['mean'][name] - sum(inc) / 3) < 1e-9
+    assert report['protection'][0]['component'] == 'PointPermutation'
+    assert set(metrics) >= {'correct/mIoU', 'plain/mIoU', 'incorrect/mIoU_mean',
+                            'incorrect/mIoU_std', 'incorrect/mIoU_min', 'incorrect/mIoU_max'}
+    table = (work / 'key_conditions.md').read_text()
+    assert table.startswith('| condition | aAcc | mIoU | mAcc |')
+    assert '| incorrect (mean ± std [min, max], 3 keys) |' in table
+    # The conditions were switched during the loop and restored afterwards.
+    keyed = find_keyed_components(runner.model)
+    assert keyed and all(c.key_condition == 'correct' for c in keyed)
+    # Per-condition predictions really differ (an untrained model still reacts to the key).
+    per = report['per_condition']
+    assert per['correct'] != per['plain'] and per['correct'] != per['incorrect/000']
+    assert per['incorrect/000'] != per['incorrect/001']
+
+
+@pytest.mark.parametrize('protection', ['perm-m6', 'shf'])
+def test_single_pass_equals_one_pass_per_condition(tmp_path, data_root, protection,
+                                                   monkeypatch):
+    _, fast = run_test(demo_cfg(tmp_path / 'fast', data_root, protection))
+    monkeypatch.setattr(loops_module, '_ciphers_applicable_after_loading', lambda _: False)
+    _, slow = run_test(demo_cfg(tmp_path / 'slow', data_root, protection, share_prefix=False))
+    assert fast == slow
+
+
+def test_persistent_workers_see_every_condition(tmp_path, data_root, monkeypatch):
+    _, reference = run_test(demo_cfg(tmp_path / 'ref', data_root, 'shf'))
+    runner, fast = run_test(demo_cfg(tmp_path / 'fast', data_root, 'shf', num_workers=1,
+                                     persistent=True))
+    assert fast == reference
+    monkeypatch.setattr(loops_module, '_ciphers_applicable_after_loading', lambda _: False)
+    _, slow = run_test(demo_cfg(tmp_path / 'slow', data_root, 'shf', num_workers=1,
+                                persistent=True))
+    assert slow == reference
+    assert reference['correct/mIoU'] != reference['plain/mIoU']
+    # After the loop, the pipeline is back to the correct key.
+    cipher = find_keyed_components(runner.test_dataloader)[0]
+    assert cipher.key_condition == 'correct'

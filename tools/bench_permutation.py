@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark import interleaved_times, machine_line  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs' / 'feature_permutation'
-M1, M6 = (f'fcn_r50-d8_perm-m{m}_4xb4-20k_voc12aug-512x512.py' for m in (1, 6))
+M1, M6 = (f'fcn_r50-d8_perm-m{m}_100e_voc12-256x256.py' for m in (1, 6))
 # variant -> (config, protected?); the unprotected model is Model-6's without protection.
 VARIANTS = {
     'unprotected': (M6, False),

@@ -58,7 +58,7 @@ class Point:
 
 
 def fcn(model: int) -> str:
-    return f'fcn_r50-d8_perm-m{model}_4xb4-20k_voc12aug-512x512.py'
+    return f'fcn_r50-d8_perm-m{model}_100e_voc12-256x256.py'
 
 
 # Paper 2, Fig. 3 on mmseg's FCN-R50-D8: 1 = stem output (input of layer1),

@@ -1,3 +1,0 @@
-# Model-5: the output of backbone.layer4 (2048 channels).
-_base_ = ['./_base_/fcn_r50-d8_perm_4xb4-20k_voc12aug-512x512.py']
-model = dict(protection=dict(points=['backbone.layer4']))

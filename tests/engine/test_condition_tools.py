@@ -7,13 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mmseg
 import pytest
 
 from mmseg_keyprotect.keys import SecretKey
+from mmseg_keyprotect.mmseg_tools import mmseg_tool
 
 REPO = Path(__file__).resolve().parents[2]
-MMSEG_TOOLS = Path(mmseg.__file__).parent / '.mim' / 'tools'
 CONFIG = REPO / 'configs' / 'demo' / 'fcn_r18-d8_perm-m6_demo.py'
 
 
@@ -36,7 +35,7 @@ def trained(tmp_path_factory, synthetic_voc):
     key = SecretKey.generate()
     key.save(cwd / 'work_dirs' / 'demo' / 'owner.key')
     data_root = synthetic_voc
-    proc = run([sys.executable, str(MMSEG_TOOLS / 'train.py'), str(CONFIG), '--work-dir',
+    proc = run([sys.executable, str(mmseg_tool('train.py')), str(CONFIG), '--work-dir',
                 'work_dirs/train', '--cfg-options', 'train_cfg.max_iters=4',
                 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=4',
                 'train_dataloader.batch_size=2', *data_options(data_root)], cwd)
@@ -52,7 +51,7 @@ def test_val_loop_reports_correct_and_plain_during_training(trained):
 
 
 def test_mmseg_test_tool_prints_and_writes_the_condition_table(trained):
-    proc = run([sys.executable, str(MMSEG_TOOLS / 'test.py'), str(CONFIG),
+    proc = run([sys.executable, str(mmseg_tool('test.py')), str(CONFIG),
                 str(trained['checkpoint']), '--work-dir', 'work_dirs/test1',
                 '--cfg-options', 'test_cfg.incorrect=4', *data_options(trained['data_root'])],
                trained['cwd'])
@@ -69,10 +68,10 @@ def test_mmseg_test_tool_prints_and_writes_the_condition_table(trained):
 def test_ddp_two_processes_give_the_same_numbers(trained):
     common = [str(CONFIG), str(trained['checkpoint']), '--cfg-options', 'test_cfg.incorrect=4',
               *data_options(trained['data_root'])]
-    run([sys.executable, str(MMSEG_TOOLS / 'test.py'), *common[:2], '--work-dir',
+    run([sys.executable, str(mmseg_tool('test.py')), *common[:2], '--work-dir',
          'work_dirs/single', *common[2:]], trained['cwd'])
     run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-         '--master_port=29513', str(MMSEG_TOOLS / 'test.py'), *common[:2], '--work-dir',
+         '--master_port=29513', str(mmseg_tool('test.py')), *common[:2], '--work-dir',
          'work_dirs/ddp', '--launcher', 'pytorch', *common[2:]], trained['cwd'])
     reports = [json.loads((trained['cwd'] / 'work_dirs' / name /
                            'key_conditions.json').read_text()) for name in ('single', 'ddp')]

@@ -48,6 +48,7 @@ EXAMPLES = {
                                              data_root='{data_root}', **_VAL)),
     'KeyConditionTestLoop': ('LOOPS', dict(type='KeyConditionTestLoop', incorrect=2)),
     'KeyConditionValLoop': ('LOOPS', dict(type='KeyConditionValLoop', plain=True)),
+    'KeyProtectionHook': ('HOOKS', dict(type='KeyProtectionHook', strict=True)),
 }
 
 

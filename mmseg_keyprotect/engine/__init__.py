@@ -1,14 +1,18 @@
-"""Engine side: key conditions, their test/val loops (LOOPS), the weights-only checkpoint
-loader and CPU-only distributed launch."""
+"""Engine side: key conditions, their test/val loops (LOOPS), the protection hook (HOOKS),
+the weights-only checkpoint loader and CPU-only distributed launch."""
 from . import cpu_dist  # noqa: F401  (patches mmengine's PyTorch launcher for CPU-only torch)
 from .checkpoint import load_from_local_weights_only
 from .conditions import KeyCondition, find_keyed_components, key_condition, make_conditions
+from .hooks import KeyProtectionHook, register_protection_hook
 from .loops import (ConditionEvaluation, KeyConditionTestLoop, KeyConditionValLoop,
                     restart_workers)
 from .prefix_cache import KeyIndependentPrefix
+from .protection import (ProtectionMismatchError, check_block_alignment, check_protection,
+                         describe_protection)
 
 __all__ = [
     'load_from_local_weights_only', 'KeyCondition', 'make_conditions', 'find_keyed_components',
     'key_condition', 'ConditionEvaluation', 'KeyConditionTestLoop', 'KeyConditionValLoop',
-    'restart_workers', 'KeyIndependentPrefix'
+    'restart_workers', 'KeyIndependentPrefix', 'KeyProtectionHook', 'register_protection_hook',
+    'ProtectionMismatchError', 'check_block_alignment', 'check_protection', 'describe_protection'
 ]

@@ -188,8 +188,9 @@ def attach_permutations(root: nn.Module,
 
     Raises:
         ValueError: if the key is missing, ``points`` is empty, a point is
-            malformed, named twice or its path names no module of ``root``, or
-            ``root`` already has permutations attached.
+            malformed, named twice or its path names no module of ``root``, a
+            point's ``channels`` differs from the channel count its module
+            declares, or ``root`` already has permutations attached.
 
     Example:
         >>> model = MODELS.build(cfg.model)  # doctest: +SKIP
@@ -206,6 +207,8 @@ def attach_permutations(root: nn.Module,
                          'would change what it runs); attach them to a module that holds it')
     modules = dict(root.named_modules())
     targets = [_find_module(modules, spec, prefix) for spec in specs]
+    for spec, target in zip(specs, targets):
+        _check_declared_channels(spec, target, prefix)
     perms = nn.ModuleList(PointPermutation(spec, secret, prefix) for spec in specs)
     for perm, target in zip(perms, targets):
         perm.register_on(target)
@@ -233,6 +236,32 @@ def _find_module(modules: Mapping[str, nn.Module], spec: PointSpec, prefix: str)
     where = f' (inside {prefix!r})' if prefix else ''
     raise ValueError(f'point {spec.name(prefix)!r}: no module at path {spec.path!r}{where}; '
                      f'nearby modules: {", ".join(map(repr, _nearby(modules, spec.path)))}')
+
+
+# Attributes through which common modules declare the channel count of their input / output.
+_DECLARED_CHANNELS = {
+    'input': ('in_channels', 'in_features', 'num_features'),
+    'output': ('out_channels', 'out_features', 'num_features'),
+}
+
+
+def _check_declared_channels(spec: PointSpec, module: nn.Module, prefix: str) -> None:
+    """Compare a point's ``channels`` with what its module declares (convs, linears, norms).
+
+    Only a whole tensor (no ``index``) on a module that states its channel count
+    (``in_channels``/``out_channels``, ``in_features``/``out_features`` or
+    ``num_features``) is checked; otherwise the count is checked at the first forward.
+    """
+    if spec.channels is None or spec.index is not None:
+        return
+    for attr in _DECLARED_CHANNELS[spec.where]:
+        declared = getattr(module, attr, None)
+        if isinstance(declared, int) and not isinstance(declared, bool):
+            if declared != spec.channels:
+                raise ValueError(
+                    f'point {spec.name(prefix)!r}: channels={spec.channels}, but '
+                    f'{type(module).__name__} at {spec.path!r} has {attr}={declared}')
+            return
 
 
 def _nearby(modules: Mapping[str, nn.Module], path: str) -> Sequence[str]:

@@ -161,9 +161,20 @@ def test_lazy_and_explicit_channels(toy, x, key):
 
 
 def test_channel_mismatch_at_forward(toy, x, key):
-    attach_permutations(toy, [dict(path='head', where='input', channels=7)], key)
-    with pytest.raises(ValueError, match="'head:input'.*expected 7 channels on axis 1, got 12"):
+    # A Sequential does not declare its channel count: checked at the first forward.
+    attach_permutations(toy, [dict(path='body', channels=7)], key)
+    with pytest.raises(ValueError, match="'body:output'.*expected 7 channels on axis 1, got 12"):
         toy(x)
+
+
+@pytest.mark.parametrize('point, message', [
+    (dict(path='head', where='input', channels=7), "'head:input'.*channels=7.*in_channels=12"),
+    (dict(path='stem', channels=3), "'stem:output'.*channels=3.*out_channels=8"),
+])
+def test_channel_mismatch_at_build_for_modules_that_declare_it(toy, key, point, message):
+    with pytest.raises(ValueError, match=message):
+        attach_permutations(toy, [point], key)
+    assert not hasattr(toy, 'keyprotect_points')
 
 
 def test_list_value_without_index(key):

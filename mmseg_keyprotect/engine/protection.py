@@ -1,0 +1,191 @@
+"""Early consistency checks of a protected config, and a non-secret protection descriptor.
+
+Two checks that catch configuration mistakes before they cost a training run:
+
+* :func:`check_block_alignment` reads a config and verifies that every size the
+  image has when a block cipher sees it (``RandomCrop`` ``crop_size``, ``Pad``
+  ``size``, a fixed-size ``Resize`` before the cipher) and every size the model
+  cuts or pads the encrypted image to (the data preprocessor's ``size``; for
+  ciphers in the val/test pipelines, ``slide`` inference's ``crop_size`` and
+  ``stride``) is a multiple of the cipher's block size.
+* :func:`describe_protection` lists the keyed components of a model and its
+  dataloaders (type, block size or point, key fingerprint); it is stored in
+  checkpoint meta, and :func:`check_protection` compares a stored descriptor
+  with the current one, so a checkpoint trained with one protection is not
+  silently evaluated under another.
+
+The descriptor holds no key material: a fingerprint is 64 bits of
+HMAC(key, constant) and identifies a key without revealing it.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
+
+from mmseg.registry import TRANSFORMS
+
+from ..keyed import KeyedComponent
+from ..models.permutation import ChannelPermutation
+from ..transforms.block_cipher import BlockCipher
+from .conditions import find_keyed_components
+
+__all__ = [
+    'ProtectionMismatchError', 'check_block_alignment', 'describe_protection',
+    'check_protection', 'format_protection'
+]
+
+Descriptor = List[Dict[str, Any]]
+
+_LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+# Transforms that fix the image size the next steps see: type -> size argument.
+_SIZED_TRANSFORMS = {'RandomCrop': 'crop_size', 'Pad': 'size', 'Resize': 'scale'}
+
+
+class ProtectionMismatchError(ValueError):
+    """A checkpoint's stored protection differs from the protection of the config."""
+
+
+def _is_cipher(transform: Any) -> bool:
+    if not isinstance(transform, Mapping) or not isinstance(transform.get('type'), str):
+        return False
+    cls = TRANSFORMS.get(transform['type'])
+    return isinstance(cls, type) and issubclass(cls, BlockCipher)
+
+
+def _pipelines(dataset: Any, where: str) -> Iterator[Tuple[str, Sequence[Any]]]:
+    """Every ``pipeline`` list inside a dataset config (wrapped datasets included)."""
+    if isinstance(dataset, Mapping):
+        pipeline = dataset.get('pipeline')
+        if isinstance(pipeline, (list, tuple)):
+            yield where, pipeline
+        for field in ('dataset', 'datasets'):
+            if field in dataset:
+                yield from _pipelines(dataset[field], f'{where}.{field}')
+    elif isinstance(dataset, (list, tuple)):
+        for i, item in enumerate(dataset):
+            yield from _pipelines(item, f'{where}.{i}')
+
+
+def _sizes(value: Any) -> Tuple[int, ...]:
+    """The integers of a size argument (an int or an (h, w) / (w, h) pair)."""
+    values = value if isinstance(value, (list, tuple)) else (value, )
+    return tuple(v for v in values if isinstance(v, int) and not isinstance(v, bool))
+
+
+def _check_multiple(value: Any, what: str, block_size: int, cipher: str) -> None:
+    if any(v % block_size for v in _sizes(value)):
+        raise ValueError(
+            f'{what}={tuple(value) if isinstance(value, (list, tuple)) else value} is not a '
+            f'multiple of {cipher} block_size={block_size}: the encrypted image would be cut '
+            f'through its {block_size}x{block_size} blocks; use sizes that are multiples of '
+            f'{block_size}')
+
+
+def check_block_alignment(cfg: Mapping[str, Any]) -> None:
+    """Check that a config's crop, pad and slide sizes are multiples of its cipher block sizes.
+
+    Args:
+        cfg: a full config (``mmengine.Config`` or dict) with
+            ``train/val/test_dataloader`` and ``model``.
+
+    Raises:
+        ValueError: naming the offending size, the transform or setting it
+            belongs to, and the cipher's block size.
+
+    Example:
+        >>> check_block_alignment(Config.fromfile(
+        ...     'configs/demo/fcn_r18-d8_shf-b2_demo.py'))  # doctest: +SKIP
+    """
+    model = cfg.get('model') or {}
+    shared = []  # sizes the model cuts or pads every encrypted image to
+    size = (model.get('data_preprocessor') or {}).get('size')
+    if size is not None:
+        shared.append(('model.data_preprocessor size', size))
+    test_cfg = model.get('test_cfg') or {}
+    slide = [(f"model.test_cfg (mode='slide') {arg}", test_cfg.get(arg))
+             for arg in ('crop_size', 'stride')] if test_cfg.get('mode') == 'slide' else []
+    for loader in _LOADERS:
+        dataset = (cfg.get(loader) or {}).get('dataset')
+        for where, pipeline in _pipelines(dataset, f'{loader}.dataset'):
+            _check_pipeline(where, pipeline,
+                            shared + (slide if loader != 'train_dataloader' else []))
+
+
+def _check_pipeline(where: str, pipeline: Sequence[Any], after: List[Tuple[str, Any]]) -> None:
+    """Check the sizes fixed before each cipher of ``pipeline``, and ``after`` (name, size)."""
+    sized: List[Tuple[str, Any]] = []
+    for i, transform in enumerate(pipeline):
+        if not isinstance(transform, Mapping):
+            continue
+        kind = transform.get('type')
+        arg = _SIZED_TRANSFORMS.get(kind)
+        if arg is not None and transform.get(arg) is not None and \
+                not (kind == 'Resize' and transform.get('keep_ratio', False)):
+            sized.append((f'{where}.pipeline[{i}] {kind} {arg}', transform[arg]))
+        block_size = transform.get('block_size')
+        if not _is_cipher(transform) or not _sizes(block_size) or block_size < 1:
+            continue  # a malformed block size is reported by the cipher when it is built
+        for what, value in sized + after:
+            _check_multiple(value, what, block_size, kind)
+
+
+def _describe(component: KeyedComponent) -> Dict[str, Any]:
+    entry: Dict[str, Any] = {'type': type(component).__name__}
+    if isinstance(component, BlockCipher):
+        entry['block_size'] = component.block_size
+    elif isinstance(component, ChannelPermutation):
+        entry['point'] = component.purpose
+    entry['key'] = component.correct_key.fingerprint
+    return entry
+
+
+def describe_protection(*targets: Any) -> Descriptor:
+    """A non-secret description of the keyed components of ``targets``.
+
+    Args:
+        *targets: models, dataloaders, datasets or pipelines (see
+            :func:`~mmseg_keyprotect.engine.conditions.find_keyed_components`).
+
+    Returns:
+        list[dict]: one entry per distinct component, sorted:
+        ``{'type': 'BlockShuffle', 'block_size': 2, 'key': FINGERPRINT}`` or
+        ``{'type': 'PointPermutation', 'point': 'decode_head.conv_seg:input',
+        'key': FINGERPRINT}``. The same cipher in several pipelines is listed once.
+    """
+    entries = {tuple(sorted(_describe(c).items())) for c in find_keyed_components(*targets)}
+    return [dict(entry) for entry in sorted(entries, key=repr)]
+
+
+def format_protection(descriptor: Descriptor) -> str:
+    """``'[BlockShuffle(block_size=2, key=<fingerprint>)]'``; ``'none'`` when empty."""
+    if not descriptor:
+        return 'none'
+    items = []
+    for entry in descriptor:
+        fields = ', '.join(f'{k}={v!r}' for k, v in entry.items() if k not in ('type', 'key'))
+        items.append(f"{entry['type']}({fields + ', ' if fields else ''}key=<{entry['key']}>)")
+    return '[' + ', '.join(items) + ']'
+
+
+def check_protection(stored: Descriptor, current: Descriptor, what: str = 'checkpoint') -> None:
+    """Raise unless a checkpoint's stored protection equals the config's.
+
+    Args:
+        stored: the descriptor saved in the checkpoint's meta.
+        current: :func:`describe_protection` of the model and data being run.
+        what: how to name the checkpoint in the message.
+
+    Raises:
+        ProtectionMismatchError: saying what was stored, what the config has,
+            and which entries differ.
+    """
+    stored_set = {tuple(sorted(e.items())) for e in stored}
+    current_set = {tuple(sorted(e.items())) for e in current}
+    if stored_set == current_set:
+        return
+    only_stored = [dict(e) for e in sorted(stored_set - current_set, key=repr)]
+    only_current = [dict(e) for e in sorted(current_set - stored_set, key=repr)]
+    raise ProtectionMismatchError(
+        f'{what} was trained with protection {format_protection(stored)}, but the config has '
+        f'{format_protection(current)} (only in the {what}: {format_protection(only_stored)}; '
+        f'only in the config: {format_protection(only_current)}). Evaluate it with the config '
+        'and key it was trained with')

@@ -1,0 +1,138 @@
+"""No key material in a work_dir: train, test and visualise with mmseg's tools, then scan.
+
+For each protection kind of the demo (block-wise encryption, SHF; feature-map
+permutation, Model-6) a protected model is trained two iterations with mmseg's
+``tools/train.py`` (validation and checkpoints at iteration 2), evaluated with
+``tools/test.py`` under the key-condition test loop and drawn with
+``tools/visualize_conditions.py``. Every file of the work_dir (dumped config,
+logs, scalars, JSON, markdown, checkpoints and each member of their zip
+archives, the figure and its decoded pixels) is scanned for the key in raw,
+hex and base64 form and for what is derived from it (the block permutation and
+its whole-image gather index, the channel permutation) as raw integers.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mmseg_keyprotect.engine.hooks import META_KEY
+from mmseg_keyprotect.keys import SecretKey
+from mmseg_keyprotect.mmseg_tools import mmseg_tool
+from mmseg_keyprotect.models.permutation import channel_permutation_index
+from mmseg_keyprotect.transforms.blocks import gather_index
+
+REPO = Path(__file__).resolve().parents[1]
+KINDS = {
+    'shf-b2': REPO / 'configs' / 'demo' / 'fcn_r18-d8_shf-b2_demo.py',
+    'perm-m6': REPO / 'configs' / 'demo' / 'fcn_r18-d8_perm-m6_demo.py',
+}
+WORK_DIR = 'work_dirs/run'
+
+
+def run(cmd: List[str], cwd: Path) -> None:
+    env = {**os.environ, 'PYTHONWARNINGS': 'ignore', 'OMP_NUM_THREADS': '1'}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+def options(overrides: Dict[str, object]) -> List[str]:
+    return ['--cfg-options', *(f'{k}={v}' for k, v in overrides.items())]
+
+
+@pytest.fixture(scope='module', params=sorted(KINDS))
+def work_dir(request, tmp_path_factory, tiny_run_overrides) -> Tuple[str, SecretKey, Path]:
+    """(kind, key, work_dir) after train (2 iterations), test and visualisation."""
+    kind, config = request.param, str(KINDS[request.param])
+    cwd = tmp_path_factory.mktemp(f'leak_{kind}')
+    key = SecretKey.generate()
+    key.save(cwd / 'work_dirs' / 'demo' / 'owner.key')  # outside the scanned work_dir
+    data = {k: v for k, v in tiny_run_overrides.items() if 'dataloader.' in k}
+    run([sys.executable, str(mmseg_tool('train.py')), config, '--work-dir', WORK_DIR,
+         *options(tiny_run_overrides)], cwd)
+    checkpoint = f'{WORK_DIR}/iter_2.pth'
+    run([sys.executable, str(mmseg_tool('test.py')), config, checkpoint, '--work-dir', WORK_DIR,
+         *options({**data, 'test_cfg.incorrect': 2})], cwd)
+    test_data = {'test_dataloader.dataset.data_root': data['test_dataloader.dataset.data_root']}
+    run([sys.executable, str(REPO / 'tools' / 'visualize_conditions.py'), config, checkpoint,
+         '--out', f'{WORK_DIR}/conditions.png', '--num-samples', '1', *options(test_data)], cwd)
+    return kind, key, cwd / WORK_DIR
+
+
+def secret_forms(kind: str, key: SecretKey) -> Dict[str, bytes]:
+    """The key in raw/hex/base64 form and, raw, what ``kind`` derives from it."""
+    raw = bytes.fromhex(key.export_hex())
+    forms = {
+        'raw key': raw,
+        'hex key': key.export_hex().encode(),
+        'HEX key': key.export_hex().upper().encode(),
+        'base64 key': base64.b64encode(raw).rstrip(b'='),
+        'urlsafe base64 key': base64.urlsafe_b64encode(raw).rstrip(b'='),
+    }
+    if kind == 'shf-b2':
+        perm = key.permutation('shf/block=2/channels=3', 2 * 2 * 3)
+        index = gather_index(perm, (64, 64, 3), 2)
+        derived = {'block permutation': perm, 'gather index': index[:4096]}
+    else:
+        derived = {'channel permutation': channel_permutation_index(
+            key, 'decode_head.conv_seg:input', 64).numpy()}
+    for name, values in derived.items():
+        for dtype in ('<i8', '<i4', '<i2'):
+            forms[f'{name} as {dtype}'] = values.astype(dtype).tobytes()
+        if values.max() < 256:
+            forms[f'{name} as uint8'] = values.astype(np.uint8).tobytes()
+    return forms
+
+
+def blobs(root: Path) -> Iterator[Tuple[str, bytes]]:
+    """(name, bytes) of every file, every zip member and every decoded image under ``root``."""
+    for path in sorted(p for p in root.rglob('*') if p.is_file()):
+        data = path.read_bytes()
+        yield str(path.relative_to(root)), data
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.namelist():
+                    yield f'{path.name}:{member}', archive.read(member)
+        if path.suffix == '.png':
+            yield f'{path.name}:pixels', cv2.imread(str(path), cv2.IMREAD_UNCHANGED).tobytes()
+
+
+def test_work_dir_has_every_kind_of_output(work_dir):
+    kind, key, root = work_dir
+    names = {p.name for p in root.rglob('*') if p.is_file()}
+    assert {'iter_2.pth', 'best_mIoU_iter_2.pth', 'key_conditions.json', 'key_conditions.md',
+            'conditions.png', Path(KINDS[kind]).name, 'scalars.json'} <= names
+    assert any(name.endswith('.log') for name in names)
+    checkpoint = torch.load(root / 'iter_2.pth', weights_only=False)
+    assert {entry['key'] for entry in checkpoint['meta'][META_KEY]} == {key.fingerprint}
+
+
+def test_no_key_material_in_any_file(work_dir):
+    kind, key, root = work_dir
+    forms = secret_forms(kind, key)
+    scanned, found = 0, []
+    for name, data in blobs(root):
+        scanned += 1
+        found += [f'{form} in {name}' for form, needle in forms.items() if needle in data]
+    assert scanned >= 10
+    assert not found, found
+
+
+def test_scanner_finds_planted_material(tmp_path, key):
+    """The scan is not vacuous: material planted in a checkpoint member or a log is found."""
+    forms = secret_forms('perm-m6', key)
+    torch.save({'x': torch.from_numpy(np.frombuffer(forms['channel permutation as <i8'],
+                                                     '<i8').copy())}, tmp_path / 'a.pth')
+    (tmp_path / 'b.log').write_text(f'oops {key.export_hex().upper()}')
+    hits = {form for _, data in blobs(tmp_path) for form, needle in forms.items()
+            if needle in data}
+    assert {'channel permutation as <i8', 'HEX key'} <= hits

@@ -107,6 +107,34 @@ def make_batch(batch: int, size: int, device: torch.device):
     return inputs, samples
 
 
+def permutation_op_step(model: nn.Module, inputs: torch.Tensor, samples: List[Any],
+                        device: torch.device) -> Callable[[], None]:
+    """Forward + backward of the model's permutations alone, on tensors of their real shapes.
+
+    Timing the permutations in isolation bounds their share of a step much more tightly
+    than the difference of two noisy step times.
+    """
+    from mmseg_keyprotect.engine import find_keyed_components
+
+    perms = find_keyed_components(model)
+    shapes = []
+    handles = [p.register_forward_hook(lambda m, a, out: shapes.append((m, out.shape)))
+               for p in perms]
+    with torch.no_grad():
+        model(inputs, samples, mode='loss')
+    for handle in handles:
+        handle.remove()
+    tensors = [(m, torch.randn(shape, device=device, requires_grad=True)) for m, shape in shapes]
+
+    def step() -> None:
+        for m, x in tensors:
+            m(x).sum().backward()
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+
+    return step
+
+
 def bench_permutation(args: argparse.Namespace) -> None:
     """Forward+backward time of FCN-R50-D8 with and without the Model-1/Model-6 permutation.
 
@@ -120,19 +148,24 @@ def bench_permutation(args: argparse.Namespace) -> None:
     models = build_variants(device)
     inputs, samples = make_batch(args.batch, args.size, device)
     steps = {name: train_step(model, inputs, samples, device) for name, model in models.items()}
+    ops = {name: permutation_op_step(model, inputs, samples, device)
+           for name, model in models.items() if name != 'unprotected'}
     times = interleaved_times(steps, args.repeats, warmup=getattr(args, 'warmup', 2))
+    op_times = interleaved_times(ops, 20 * args.repeats)
     base_median = statistics.median(times['unprotected'])
     base_min = min(times['unprotected'])
 
     print(f'## permutation: FCN-R50-D8 forward+backward, batch {args.batch} at '
           f'{args.size}x{args.size} on {device.type}, {args.repeats} interleaved rounds\n')
     print(f'Machine: {machine_line()}\n')
-    print('| variant | median ms / step | ratio (median) | ratio (min) |')
-    print('|---|---:|---:|---:|')
+    print('| variant | median ms / step | ratio (median) | ratio (min) | permutation alone, '
+          'ms (fwd+bwd) | 1 + permutation / unprotected step |')
+    print('|---|---:|---:|---:|---:|---:|')
     for name, t in times.items():
         median = statistics.median(t)
+        op = statistics.median(op_times[name]) if name in op_times else 0.0
         print(f'| {name} | {1e3 * median:.1f} | {median / base_median:.3f} | '
-              f'{min(t) / base_min:.3f} |')
+              f'{min(t) / base_min:.3f} | {1e3 * op:.3f} | {1 + op / base_median:.5f} |')
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -95,8 +95,8 @@ def bench_ciphers(args: argparse.Namespace) -> None:
           f'{naive_per_image / med["single np.take"]:,.0f} | 1 |')
 
 
-def _conditions_cfg(data_root: str, work_dir: str, protection: str, loop: Dict):
-    """FCN-R50-D8 (BN, random init) on the synthetic dataset, with one protection."""
+def _conditions_cfg(data_root: str, work_dir: str, protection: str, loop: Dict, size: int):
+    """FCN-R50-D8 (BN, random init) on the synthetic dataset at ``size``, with one protection."""
     from mmengine.config import Config
     cfg = Config.fromfile(str(Path(__file__).resolve().parents[1] / 'configs' / 'demo' /
                               'fcn_r18-d8_baseline_demo.py'))
@@ -107,6 +107,9 @@ def _conditions_cfg(data_root: str, work_dir: str, protection: str, loop: Dict):
     cfg.experiment_name = f'bench_{protection}_{loop["type"]}'
     cfg.default_hooks.logger.interval = 10**6
     cfg.test_dataloader.dataset.data_root = data_root
+    resize = cfg.test_dataloader.dataset.pipeline[1]
+    assert resize.type == 'Resize'
+    resize.scale = (size, size)  # the model runs at the images' own size
     cfg.test_dataloader.num_workers = 0
     cfg.test_dataloader.persistent_workers = False
     cfg.test_cfg = loop
@@ -146,7 +149,7 @@ def bench_conditions(args: argparse.Namespace) -> None:
         }
         runners = {}
         for name, loop in loops.items():
-            cfg = _conditions_cfg(data_root, f'{tmp}/{protection}', protection, loop)
+            cfg = _conditions_cfg(data_root, f'{tmp}/{protection}', protection, loop, args.size)
             runners[name] = Runner.from_cfg(cfg)
             MMLogger.get_current_instance().setLevel('WARNING')
         # The plain pass runs the model with protection off: what an unprotected model costs.

@@ -44,6 +44,8 @@ from torch.utils.data import DataLoader
 from ..keyed import KeyedComponent
 from ..transforms import BlockCipher
 from .conditions import KeyCondition, find_keyed_components, key_condition, make_conditions
+from .hooks import register_protection_hook
+from .metrics import use_fast_iou
 from .prefix_cache import KeyIndependentPrefix
 
 __all__ = ['KeyConditionTestLoop', 'KeyConditionValLoop', 'ConditionEvaluation',
@@ -167,8 +169,15 @@ class ConditionEvaluation:
         """
         model = self.runner.model
         model.eval()
-        evaluators = [copy.deepcopy(self.evaluator) for _ in self.conditions]
         data_side = find_keyed_components(self.dataloader)
+        if len(self.conditions) > 1 and not data_side and not find_keyed_components(model):
+            print_log('no keyed component in the model or its test data: every key condition '
+                      'is the unprotected model, so it is evaluated once', logger='current',
+                      level=logging.WARNING)
+            self.conditions = self.conditions[:1]
+        evaluators = [copy.deepcopy(self.evaluator) for _ in self.conditions]
+        if len(self.conditions) > 1:
+            use_fast_iou(m for e in evaluators for m in e.metrics)
         try:
             if not data_side or _ciphers_applicable_after_loading(self.dataloader):
                 self._single_pass(stage, model, evaluators, data_side)
@@ -294,9 +303,12 @@ class KeyConditionTestLoop(TestLoop):
     """Test loop that reports correct, plain and N incorrect keys.
 
     Writes ``key_conditions.json`` and ``key_conditions.md`` to the work_dir and
-    logs the table. Metrics returned to the hooks are named
+    logs the table. A model without any keyed component (an unprotected
+    baseline) is evaluated once, as ``correct``. Metrics returned to the hooks are named
     ``correct/mIoU``, ``plain/mIoU``, ``incorrect/mIoU_mean`` (``_std``,
     ``_min``, ``_max``) and likewise for the evaluator's other metrics.
+    Registers a :class:`~mmseg_keyprotect.engine.hooks.KeyProtectionHook` on
+    the runner (block alignment check, checkpoint protection check).
 
     Args:
         runner, dataloader, evaluator, fp16: as for mmengine's ``TestLoop``.
@@ -314,6 +326,7 @@ class KeyConditionTestLoop(TestLoop):
                  seed: int = 0, share_prefix: bool = True,
                  out_name: str = 'key_conditions') -> None:
         super().__init__(runner, dataloader, evaluator, fp16)
+        register_protection_hook(runner)
         self.conditions = make_conditions(correct, plain, incorrect, seed)
         self.seed = seed
         self.share_prefix = share_prefix
@@ -361,6 +374,8 @@ class KeyConditionValLoop(ValLoop):
     The correct-key metrics keep their plain names (``mIoU``...), so mmseg's
     ``CheckpointHook(save_best='mIoU')`` keeps the best correct-key checkpoint;
     other conditions are reported as ``plain/mIoU`` and ``incorrect/mIoU_mean``.
+    Registers a :class:`~mmseg_keyprotect.engine.hooks.KeyProtectionHook` on
+    the runner (block alignment check, protection descriptor in checkpoints).
 
     Args:
         runner, dataloader, evaluator, fp16: as for mmengine's ``ValLoop``.
@@ -372,6 +387,7 @@ class KeyConditionValLoop(ValLoop):
     def __init__(self, runner, dataloader, evaluator, fp16: bool = False,
                  plain: bool = False, incorrect: int = 0, seed: int = 0) -> None:
         super().__init__(runner, dataloader, evaluator, fp16)
+        register_protection_hook(runner)
         self.conditions = make_conditions(True, plain, incorrect, seed)
 
     def run(self) -> dict:

@@ -11,8 +11,12 @@ recomputing them. The rest of the network runs per condition as usual, so no
 per-architecture code is needed.
 
 Data flows forward in time: a module whose call *ends* before the first keyed
-module *starts* cannot depend on the key. Replayed outputs are cloned, so
-in-place operations downstream cannot corrupt the cache.
+module *starts* cannot depend on the key. Replayed tensors are handed out as
+they are (no copy) and their version counters are checked after every pass:
+if anything modified one in place, that pass was still right (it saw what a
+fresh computation would have), but the cache is dropped and the remaining
+conditions of the batch are computed in full. Data samples (which the model
+annotates with its predictions) are cloned on every replay.
 """
 from __future__ import annotations
 
@@ -28,15 +32,27 @@ from ..keyed import KeyedComponent
 __all__ = ['KeyIndependentPrefix']
 
 
-def _clone(obj: Any) -> Any:
-    """Copy tensors and data samples (``BaseDataElement.clone``) inside containers."""
-    if isinstance(obj, (torch.Tensor, BaseDataElement)):
+def _fresh(obj: Any) -> Any:
+    """Clone the data samples (``BaseDataElement``) inside containers; keep tensors."""
+    if isinstance(obj, BaseDataElement):
         return obj.clone()
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_clone(o) for o in obj)
+        return type(obj)(_fresh(o) for o in obj)
     if isinstance(obj, dict):
-        return {k: _clone(v) for k, v in obj.items()}
+        return {k: _fresh(v) for k, v in obj.items()}
     return obj
+
+
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    """The tensors directly inside (nested) lists, tuples and dicts."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _tensors(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _tensors(o)
 
 
 class KeyIndependentPrefix:
@@ -59,17 +75,20 @@ class KeyIndependentPrefix:
         self.modules = [m for m in model.modules() if not isinstance(m, KeyedComponent)]
         self.enabled = any(isinstance(m, KeyedComponent) for m in model.modules())
         self._outputs: Dict[int, List[Any]] = {}
+        self._versions: List[Tuple[torch.Tensor, int]] = []
         self.replayed_calls = 0
+        self.invalidated = False
 
     @contextlib.contextmanager
     def record(self) -> Iterator[None]:
         """Run one forward pass inside; remember the outputs of the key-independent prefix."""
-        self._outputs = {}
+        self._outputs, self._versions, self.invalidated = {}, [], False
         if not self.enabled:
             yield
             return
         clock = [0]
-        calls: List[Tuple[nn.Module, int, int, Any]] = []  # module, start, end, output
+        # module, start, end, (output, [(tensor, version when returned)])
+        calls: List[Tuple[nn.Module, int, int, Any]] = []
         starts: Dict[int, List[int]] = {}
         first_keyed = [None]
         handles = []
@@ -86,7 +105,9 @@ class KeyIndependentPrefix:
             clock[0] += 1
             if not isinstance(module, KeyedComponent):
                 start = starts[id(module)].pop()
-                calls.append((module, start, clock[0], output))
+                output = _fresh(output)
+                versions = [(t, t._version) for t in _tensors(output)]
+                calls.append((module, start, clock[0], (output, versions)))
 
         for module in self.model.modules():
             handles.append(module.register_forward_pre_hook(pre_hook))
@@ -98,7 +119,15 @@ class KeyIndependentPrefix:
                 handle.remove()
         if first_keyed[0] is None:
             return  # no keyed module ran: nothing is known to be key-independent
-        self._outputs = self._outermost_before(calls, first_keyed[0])
+        kept = self._outermost_before(calls, first_keyed[0])
+        self._outputs = {k: [output for output, _ in v] for k, v in kept.items()}
+        self._versions = [tv for v in kept.values() for _, versions in v for tv in versions]
+        self._check_versions()  # modified in place later in this very pass?
+
+    def _check_versions(self) -> None:
+        """Drop the cache if a pass modified a cached tensor in place."""
+        if any(t._version != version for t, version in self._versions):
+            self._outputs, self._versions, self.invalidated = {}, [], True
 
     @staticmethod
     def _outermost_before(calls: List[Tuple[nn.Module, int, int, Any]],
@@ -112,7 +141,7 @@ class KeyIndependentPrefix:
             outermost.append(call)
         by_module: Dict[int, List[Any]] = {}
         for module, _, _, output in outermost:
-            by_module.setdefault(id(module), []).append(_clone(output))
+            by_module.setdefault(id(module), []).append(output)
         return by_module
 
     @contextlib.contextmanager
@@ -133,6 +162,7 @@ class KeyIndependentPrefix:
         finally:
             for module in patched:
                 del module.forward
+            self._check_versions()
 
     def _replayer(self, module: nn.Module, outputs: List[Any]):
         calls = iter(outputs)
@@ -145,6 +175,6 @@ class KeyIndependentPrefix:
                     f'{type(module).__name__} was called more often than in the recorded '
                     'pass; the batch or the control flow changed between conditions') from None
             self.replayed_calls += 1
-            return _clone(output)
+            return _fresh(output)
 
         return forward

@@ -147,3 +147,51 @@ def test_persistent_workers_see_every_condition(tmp_path, data_root, monkeypatch
     # After the loop, the pipeline is back to the correct key.
     cipher = find_keyed_components(runner.test_dataloader)[0]
     assert cipher.key_condition == 'correct'
+
+
+def test_unprotected_model_is_evaluated_once(tmp_path, data_root):
+    cfg = demo_cfg(tmp_path, data_root, protection='none', incorrect=5)
+    _, metrics = run_test(cfg)
+    report = json.loads((Path(cfg.work_dir) / 'key_conditions.json').read_text())
+    assert list(report['per_condition']) == ['correct']
+    assert report['protection'] == []
+    assert 'incorrect/mIoU_mean' not in metrics and 'correct/mIoU' in metrics
+
+
+class InPlaceAfterPrefix(torch.nn.Module):
+    """A toy model whose code modifies a prefix module's output in place."""
+
+    def __init__(self, key):
+        super().__init__()
+        from mmseg_keyprotect.models import ChannelPermutation
+        self.pre = torch.nn.Conv2d(3, 4, 1)
+        self.perm = ChannelPermutation(4, key, 'toy')
+        self.post = torch.nn.Conv2d(4, 2, 1)
+
+    def forward(self, x, in_place=True):
+        a = self.pre(x)
+        if in_place:
+            a.mul_(2)
+        return self.post(self.perm(a))
+
+
+@pytest.mark.parametrize('in_place', [True, False])
+def test_prefix_survives_in_place_modification(in_place):
+    model = InPlaceAfterPrefix(SecretKey.generate()).eval()
+    x = torch.randn(1, 3, 4, 4)
+    conditions = [KeyCondition.correct(), KeyCondition.plain(),
+                  KeyCondition.incorrect(SecretKey.generate())]
+    prefix = KeyIndependentPrefix(model)
+    with torch.no_grad():
+        fresh = []
+        for cond in conditions:
+            with key_condition(cond, model):
+                fresh.append(model(x, in_place))
+        shared = []
+        for i, cond in enumerate(conditions):
+            with key_condition(cond, model), (prefix.record() if i == 0 else prefix.replay()):
+                shared.append(model(x, in_place))
+    for a, b in zip(fresh, shared):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert prefix.invalidated is in_place
+    assert prefix.replayed_calls == (0 if in_place else 2)

@@ -37,3 +37,18 @@ def test_train_then_test_a_checkpoint(tmp_path: Path, tiny_run_overrides: Dict[s
     results = [json.loads(p.read_text()) for p in test_dir.glob('*/*.json')]
     assert len(results) == 1
     assert 0.0 <= results[0]['mIoU'] <= 100.0
+
+
+def test_dist_train_two_cpu_processes(tmp_path: Path, tiny_run_overrides: Dict[str, Any]):
+    """tools/dist_train.sh with 2 gloo processes trains, validates and saves a checkpoint."""
+    work_dir = tmp_path / 'ddp'
+    env = dict(os.environ, PYTHONWARNINGS='ignore', PYTHON=sys.executable, PORT='29531',
+               OMP_NUM_THREADS='1')
+    proc = subprocess.run(['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir',
+                           str(work_dir), *_cfg_options(tiny_run_overrides)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    assert (work_dir / 'iter_2.pth').is_file()
+    assert 'Iter(val)' in out and 'mIoU' in out
+    assert 'Distributed training: True' in out and 'GPU number: 2' in out  # 2 ranks

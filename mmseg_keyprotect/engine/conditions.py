@@ -28,7 +28,9 @@ from torch import nn
 from ..keyed import KeyedComponent
 from ..keys import SecretKey
 
-__all__ = ['KeyCondition', 'make_conditions', 'find_keyed_components', 'key_condition']
+__all__ = [
+    'KeyCondition', 'make_conditions', 'walk_containers', 'find_keyed_components', 'key_condition'
+]
 
 # Attributes through which datasets, dataloaders and pipelines hold their transforms.
 _CONTAINER_ATTRS = ('dataset', 'datasets', 'pipeline', 'transforms', 'subroutines')
@@ -111,6 +113,35 @@ def make_conditions(correct: bool = True,
     return conditions
 
 
+def walk_containers(*targets: Any) -> Iterator[Any]:
+    """Every object reachable from ``targets`` through data containers, each once.
+
+    Follows lists/tuples and the attributes through which dataloaders,
+    (wrapped) datasets and pipelines hold each other (``dataset``,
+    ``datasets``, ``pipeline``, ``transforms``, ``subroutines``). Modules
+    are yielded with all their submodules; keyed components are not entered.
+    """
+    seen = set()
+    stack = list(reversed(targets))
+    while stack:
+        obj = stack.pop()
+        if obj is None or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, nn.Module):
+            yield from (m for m in obj.modules() if id(m) not in seen or m is obj)
+            seen.update(id(m) for m in obj.modules())
+            continue
+        yield obj
+        if isinstance(obj, KeyedComponent):
+            continue
+        if isinstance(obj, (list, tuple)):
+            stack.extend(reversed(obj))
+            continue
+        state = getattr(obj, '__dict__', {})
+        stack.extend(reversed([state[attr] for attr in _CONTAINER_ATTRS if attr in state]))
+
+
 def find_keyed_components(*targets: Any) -> List[KeyedComponent]:
     """Every keyed component reachable from ``targets``, each once, in a stable order.
 
@@ -119,37 +150,7 @@ def find_keyed_components(*targets: Any) -> List[KeyedComponent]:
             datasets (wrapped ones too), pipelines (``Compose``, test-time
             augmentation) or keyed components.
     """
-    found: List[KeyedComponent] = []
-    seen = set()
-
-    def add(component: KeyedComponent) -> None:
-        if all(component is not f for f in found):
-            found.append(component)
-
-    def visit(obj: Any) -> None:
-        if obj is None or id(obj) in seen:
-            return
-        seen.add(id(obj))
-        if isinstance(obj, nn.Module):
-            for module in obj.modules():
-                if isinstance(module, KeyedComponent):
-                    add(module)
-            return
-        if isinstance(obj, KeyedComponent):
-            add(obj)
-            return
-        if isinstance(obj, (list, tuple)):
-            for item in obj:
-                visit(item)
-            return
-        state = getattr(obj, '__dict__', {})
-        for attr in _CONTAINER_ATTRS:
-            if attr in state:
-                visit(state[attr])
-
-    for target in targets:
-        visit(target)
-    return found
+    return [obj for obj in walk_containers(*targets) if isinstance(obj, KeyedComponent)]
 
 
 @contextlib.contextmanager

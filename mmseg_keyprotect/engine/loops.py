@@ -43,7 +43,8 @@ from torch.utils.data import DataLoader
 
 from ..keyed import KeyedComponent
 from ..transforms import BlockCipher
-from .conditions import KeyCondition, find_keyed_components, key_condition, make_conditions
+from .conditions import (KeyCondition, find_keyed_components, key_condition, make_conditions,
+                         walk_containers)
 from .hooks import register_protection_hook
 from .metrics import use_fast_iou
 from .prefix_cache import KeyIndependentPrefix
@@ -69,26 +70,13 @@ def restart_workers(dataloader: DataLoader) -> None:
 
 
 def _pipelines_with_ciphers(dataloader: DataLoader) -> List[Any]:
-    """The ``Compose`` objects of the dataset that hold keyed transforms."""
+    """The pipelines (``Compose`` and the like) of the dataset that hold keyed transforms."""
     found = []
-    seen = set()
-
-    def visit(obj: Any) -> None:
-        if id(obj) in seen:
-            return
-        seen.add(id(obj))
-        state = getattr(obj, '__dict__', {})
-        transforms = state.get('transforms')
+    for obj in walk_containers(dataloader):
+        transforms = getattr(obj, '__dict__', {}).get('transforms')
         if isinstance(transforms, list) and any(isinstance(t, KeyedComponent)
                                                 for t in transforms):
             found.append(obj)
-        for attr in ('dataset', 'datasets', 'pipeline', 'transforms', 'subroutines'):
-            child = state.get(attr)
-            for item in child if isinstance(child, list) else [child]:
-                if item is not None and not isinstance(item, KeyedComponent):
-                    visit(item)
-
-    visit(dataloader)
     return found
 
 

@@ -47,6 +47,7 @@ from .conditions import (KeyCondition, find_keyed_components, key_condition, mak
                          walk_containers)
 from .hooks import register_protection_hook
 from .metrics import use_fast_iou
+from .postprocess import batched_postprocess
 from .prefix_cache import KeyIndependentPrefix
 
 __all__ = ['KeyConditionTestLoop', 'KeyConditionValLoop', 'ConditionEvaluation',
@@ -190,7 +191,9 @@ class ConditionEvaluation:
     def _single_pass(self, stage: str, model, evaluators: list, data_side: list) -> None:
         ciphers = [c for c in data_side if isinstance(c, BlockCipher)]
         use_prefix = self.share_prefix and not data_side and len(self.conditions) > 1
-        with key_condition(KeyCondition.plain(), data_side):
+        batched = batched_postprocess(model) if len(self.conditions) > 1 \
+            else contextlib.nullcontext()
+        with key_condition(KeyCondition.plain(), data_side), batched:
             if data_side:
                 restart_workers(self.dataloader)
             for idx, data_batch in enumerate(self.dataloader):

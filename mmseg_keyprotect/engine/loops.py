@@ -49,6 +49,7 @@ from .hooks import register_protection_hook
 from .metrics import use_fast_iou
 from .postprocess import batched_postprocess
 from .prefix_cache import KeyIndependentPrefix
+from .protection import describe_protection
 
 __all__ = ['KeyConditionTestLoop', 'KeyConditionValLoop', 'ConditionEvaluation',
            'restart_workers', 'summarize', 'markdown_table']
@@ -343,10 +344,9 @@ class KeyConditionTestLoop(TestLoop):
 
     def _write_reports(self, results: Dict[str, Dict[str, float]], table: str) -> None:
         out_dir = Path(self.runner.work_dir)
-        keyed = find_keyed_components(self.runner.model, self.dataloader)
         report = {
-            'protection': [{'component': type(c).__name__,
-                            'key_fingerprint': c.correct_key.fingerprint} for c in keyed],
+            # the same non-secret descriptor KeyProtectionHook stores in checkpoints
+            'protection': describe_protection(self.runner.model, self.dataloader),
             'dataset_size': len(self.dataloader.dataset),
             'incorrect_seed': self.seed,
             'summary': self.summary,

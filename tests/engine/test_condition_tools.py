@@ -61,7 +61,7 @@ def test_mmseg_test_tool_prints_and_writes_the_condition_table(trained):
     report = json.loads((trained['cwd'] / 'work_dirs' / 'test1' /
                          'key_conditions.json').read_text())
     assert report['summary']['incorrect']['num_keys'] == 4
-    assert report['protection'][0]['key_fingerprint'] == trained['key'].fingerprint
+    assert report['protection'][0]['key'] == trained['key'].fingerprint
     assert trained['key'].export_hex() not in out + json.dumps(report)
 
 

@@ -110,7 +110,8 @@ def test_test_loop_reports_every_condition(tmp_path, data_root):
         assert summary['incorrect']['min'][name] == min(inc)
         assert summary['incorrect']['max'][name] == max(inc)
         assert abs(summary['incorrect']['mean'][name] - sum(inc) / 3) < 1e-9
-    assert report['protection'][0]['component'] == 'PointPermutation'
+    assert report['protection'][0]['type'] == 'PointPermutation'
+    assert report['protection'][0]['point'] == 'decode_head.conv_seg:input'
     assert set(metrics) >= {'correct/mIoU', 'plain/mIoU', 'incorrect/mIoU_mean',
                             'incorrect/mIoU_std', 'incorrect/mIoU_min', 'incorrect/mIoU_max'}
     table = (work / 'key_conditions.md').read_text()

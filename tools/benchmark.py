@@ -4,6 +4,7 @@ Usage:
     python tools/benchmark.py ciphers [--size 512] [--repeats 30]
     python tools/benchmark.py conditions [--size 128] [--images 16] [--incorrect 100]
     python tools/benchmark.py permutation [--size 256] [--batch 2] [--repeats 5]
+    python tools/benchmark.py throughput [--device cpu] [--rounds 5] [--share]
 
 Each subcommand interleaves the variants it compares (A, B, C, A, B, C, ...)
 so that machine noise hits all of them alike, and prints a markdown table to
@@ -173,6 +174,12 @@ def bench_permutation(args: argparse.Namespace) -> None:
     run(args)
 
 
+def bench_throughput(args: argparse.Namespace) -> None:
+    """Batched torch ciphers vs numpy per image, and training iterations/s protected vs not."""
+    from bench_throughput import bench_throughput as run
+    run(args)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest='command', required=True)
@@ -195,6 +202,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     perm.add_argument('--batch', type=int, default=2)
     perm.add_argument('--repeats', type=int, default=5)
     perm.set_defaults(func=bench_permutation)
+    from bench_throughput import add_arguments
+    throughput = sub.add_parser('throughput', help=bench_throughput.__doc__)
+    add_arguments(throughput)
+    throughput.set_defaults(func=bench_throughput)
     return parser.parse_args(argv)
 
 

@@ -7,12 +7,13 @@ from .hooks import KeyProtectionHook, register_protection_hook
 from .loops import (ConditionEvaluation, KeyConditionTestLoop, KeyConditionValLoop,
                     restart_workers)
 from .prefix_cache import KeyIndependentPrefix
-from .protection import (ProtectionMismatchError, check_block_alignment, check_protection,
-                         describe_protection)
+from .protection import (KeyMismatchError, ProtectionMismatchError, check_block_alignment,
+                         check_key_fingerprints, check_protection, describe_protection)
 
 __all__ = [
     'load_from_local_weights_only', 'KeyCondition', 'make_conditions', 'find_keyed_components',
     'key_condition', 'ConditionEvaluation', 'KeyConditionTestLoop', 'KeyConditionValLoop',
     'restart_workers', 'KeyIndependentPrefix', 'KeyProtectionHook', 'register_protection_hook',
-    'ProtectionMismatchError', 'check_block_alignment', 'check_protection', 'describe_protection'
+    'ProtectionMismatchError', 'KeyMismatchError', 'check_block_alignment', 'check_protection',
+    'check_key_fingerprints', 'describe_protection'
 ]

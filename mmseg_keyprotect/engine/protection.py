@@ -7,30 +7,39 @@ Two checks that catch configuration mistakes before they cost a training run:
   ``size``, a fixed-size ``Resize`` before the cipher) and every size the model
   cuts or pads the encrypted image to (the data preprocessor's ``size``; for
   ciphers in the val/test pipelines, ``slide`` inference's ``crop_size`` and
-  ``stride``) is a multiple of the cipher's block size.
+  ``stride``) is a multiple of the cipher's block size. A cipher in the data
+  preprocessor (``BlockCipherSegDataPreProcessor``) sees the images after every
+  pipeline transform, so every fixed size of every pipeline, the
+  preprocessor's ``size``/``size_divisor`` (also in its ``test_cfg``) and the
+  slide sizes are checked against it.
 * :func:`describe_protection` lists the keyed components of a model and its
   dataloaders (type, block size or point, key fingerprint); it is stored in
   checkpoint meta, and :func:`check_protection` compares a stored descriptor
   with the current one, so a checkpoint trained with one protection is not
-  silently evaluated under another.
+  silently evaluated under another. A cipher in the data preprocessor is
+  described exactly like the same cipher in the pipeline: both give the model
+  bit-identical inputs, so they are one protection, and a checkpoint trained
+  with one placement is tested with the other.
 
 The descriptor holds no key material: a fingerprint is 64 bits of
 HMAC(key, constant) and identifies a key without revealing it.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from mmseg.registry import TRANSFORMS
 
 from ..keyed import KeyedComponent
+from ..keys import SecretKey
+from ..models.data_preprocessor import BlockCipherSegDataPreProcessor
 from ..models.permutation import ChannelPermutation
 from ..transforms.block_cipher import BlockCipher
 from .conditions import find_keyed_components
 
 __all__ = [
-    'ProtectionMismatchError', 'check_block_alignment', 'describe_protection',
-    'check_protection', 'format_protection'
+    'ProtectionMismatchError', 'KeyMismatchError', 'check_block_alignment',
+    'describe_protection', 'check_protection', 'check_key_fingerprints', 'format_protection'
 ]
 
 Descriptor = List[Dict[str, Any]]
@@ -42,6 +51,10 @@ _SIZED_TRANSFORMS = {'RandomCrop': 'crop_size', 'Pad': 'size', 'Resize': 'scale'
 
 class ProtectionMismatchError(ValueError):
     """A checkpoint's stored protection differs from the protection of the config."""
+
+
+class KeyMismatchError(ProtectionMismatchError):
+    """The key given for a checkpoint is not the key it was trained with."""
 
 
 def _is_cipher(transform: Any) -> bool:
@@ -96,8 +109,9 @@ def check_block_alignment(cfg: Mapping[str, Any]) -> None:
         ...     'configs/demo/fcn_r18-d8_shf-b2_demo.py'))  # doctest: +SKIP
     """
     model = cfg.get('model') or {}
+    preprocessor = model.get('data_preprocessor') or {}
     shared = []  # sizes the model cuts or pads every encrypted image to
-    size = (model.get('data_preprocessor') or {}).get('size')
+    size = preprocessor.get('size')
     if size is not None:
         shared.append(('model.data_preprocessor size', size))
     test_cfg = model.get('test_cfg') or {}
@@ -108,6 +122,39 @@ def check_block_alignment(cfg: Mapping[str, Any]) -> None:
         for where, pipeline in _pipelines(dataset, f'{loader}.dataset'):
             _check_pipeline(where, pipeline,
                             shared + (slide if loader != 'train_dataloader' else []))
+    cipher = preprocessor.get('cipher')
+    if _is_cipher(cipher) and _sizes(cipher.get('block_size')) and cipher['block_size'] >= 1:
+        _check_preprocessor_cipher(cfg, preprocessor, cipher, slide)
+
+
+def _check_preprocessor_cipher(cfg: Mapping[str, Any], preprocessor: Mapping[str, Any],
+                               cipher: Mapping[str, Any], slide: List[Tuple[str, Any]]) -> None:
+    """Check every size a data-preprocessor cipher's input or output is fixed to."""
+    where = 'model.data_preprocessor'
+    pre_test = preprocessor.get('test_cfg') or {}
+    sizes = [(f'{where} {arg}', preprocessor.get(arg)) for arg in ('size', 'size_divisor')]
+    sizes += [(f'{where}.test_cfg {arg}', pre_test.get(arg)) for arg in ('size', 'size_divisor')]
+    sizes += slide
+    for loader in _LOADERS:
+        dataset = (cfg.get(loader) or {}).get('dataset')
+        for name, pipeline in _pipelines(dataset, f'{loader}.dataset'):
+            sizes += [s for i, t in enumerate(pipeline) if (s := _fixed_size(name, i, t))]
+    for what, value in sizes:
+        if value is not None:
+            _check_multiple(value, what, cipher['block_size'],
+                            f"{where} cipher {cipher['type']}")
+
+
+def _fixed_size(where: str, i: int, transform: Any) -> Optional[Tuple[str, Any]]:
+    """(name, size) if ``transform`` (item ``i`` of a pipeline) fixes the image size."""
+    if not isinstance(transform, Mapping):
+        return None
+    kind = transform.get('type')
+    arg = _SIZED_TRANSFORMS.get(kind)
+    if arg is None or transform.get(arg) is None or \
+            (kind == 'Resize' and transform.get('keep_ratio', False)):
+        return None
+    return f'{where}.pipeline[{i}] {kind} {arg}', transform[arg]
 
 
 def _check_pipeline(where: str, pipeline: Sequence[Any], after: List[Tuple[str, Any]]) -> None:
@@ -116,11 +163,10 @@ def _check_pipeline(where: str, pipeline: Sequence[Any], after: List[Tuple[str, 
     for i, transform in enumerate(pipeline):
         if not isinstance(transform, Mapping):
             continue
+        fixed = _fixed_size(where, i, transform)
+        if fixed:
+            sized.append(fixed)
         kind = transform.get('type')
-        arg = _SIZED_TRANSFORMS.get(kind)
-        if arg is not None and transform.get(arg) is not None and \
-                not (kind == 'Resize' and transform.get('keep_ratio', False)):
-            sized.append((f'{where}.pipeline[{i}] {kind} {arg}', transform[arg]))
         block_size = transform.get('block_size')
         if not _is_cipher(transform) or not _sizes(block_size) or block_size < 1:
             continue  # a malformed block size is reported by the cipher when it is built
@@ -129,6 +175,8 @@ def _check_pipeline(where: str, pipeline: Sequence[Any], after: List[Tuple[str, 
 
 
 def _describe(component: KeyedComponent) -> Dict[str, Any]:
+    if isinstance(component, BlockCipherSegDataPreProcessor):
+        component = component.cipher  # the same protection as this cipher in the pipeline
     entry: Dict[str, Any] = {'type': type(component).__name__}
     if isinstance(component, BlockCipher):
         entry['block_size'] = component.block_size
@@ -189,3 +237,31 @@ def check_protection(stored: Descriptor, current: Descriptor, what: str = 'check
         f'{format_protection(current)} (only in the {what}: {format_protection(only_stored)}; '
         f'only in the config: {format_protection(only_current)}). Evaluate it with the config '
         'and key it was trained with')
+
+
+def check_key_fingerprints(stored: Descriptor, keys: Sequence[SecretKey],
+                           what: str = 'checkpoint') -> None:
+    """Raise unless ``keys`` are exactly the keys recorded in a stored descriptor.
+
+    Compares fingerprints only, before a model is built or run, so a wrong key
+    file fails with a clear message instead of giving poor segmentation.
+
+    Args:
+        stored: the descriptor saved in the checkpoint's meta
+            (``checkpoint['meta']['key_protection']``).
+        keys: the keys about to be used (e.g. the resolved key sources of the config).
+        what: how to name the checkpoint in the message.
+
+    Raises:
+        KeyMismatchError: showing both sets of fingerprints (non-secret) and
+            where the given keys came from.
+    """
+    expected = sorted({entry['key'] for entry in stored if 'key' in entry})
+    given = {key.fingerprint: key.source for key in keys}
+    if set(expected) == set(given):
+        return
+    shown = ', '.join(f'{fp} (from {src})' for fp, src in sorted(given.items())) or 'none'
+    raise KeyMismatchError(
+        f'key fingerprint {shown} does not match the fingerprint '
+        f'{", ".join(expected) or "none"} recorded in the {what}: this is not the key the '
+        'model was trained with')

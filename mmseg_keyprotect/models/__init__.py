@@ -1,4 +1,6 @@
 """Model side: keyed channel permutations and wrappers (mmseg ``MODELS``)."""
+from .batched_ciphers import BatchedBlockCipher
+from .data_preprocessor import BlockCipherSegDataPreProcessor
 from .permutation import ChannelPermutation, channel_permutation_index
 from .points import PointPermutation, PointSpec, attach_permutations
 from .protected import (ChannelPermutationNeck, KeyProtectedCascadeEncoderDecoder,
@@ -6,6 +8,7 @@ from .protected import (ChannelPermutationNeck, KeyProtectedCascadeEncoderDecode
                         build_key_protected_backbone, build_key_protected_head)
 
 __all__ = [
+    'BatchedBlockCipher', 'BlockCipherSegDataPreProcessor',
     'ChannelPermutation', 'channel_permutation_index', 'PointSpec', 'PointPermutation',
     'attach_permutations', 'KeyProtectedSegmentorMixin', 'KeyProtectedEncoderDecoder',
     'KeyProtectedCascadeEncoderDecoder', 'build_key_protected_backbone',

@@ -94,6 +94,15 @@ class BlockCipher(BaseTransform, KeyedComponent):
         key = self.correct_key if key is None else key
         return self._apply(img, self._cached(key, shape, 'enc', self._build)).reshape(img.shape)
 
+    def tables(self, key: SecretKey, shape: Shape) -> Any:
+        """The whole-image tables of ``key`` for ``(H, W, C)`` images, built once and cached.
+
+        They are what :meth:`encrypt` applies (in HxWxC layout); the batched
+        torch ciphers (:mod:`mmseg_keyprotect.models.batched_ciphers`) take
+        them from here, so every key derivation lives in one place.
+        """
+        return self._cached(key, tuple(int(s) for s in shape), 'enc', self._build)
+
     def check_image(self, img: Any) -> Shape:
         """Validate ``img`` and return its ``(H, W, C)`` shape.
 

@@ -15,6 +15,7 @@ from mmseg.registry import MODELS
 from mmseg_keyprotect.engine import (KeyCondition, KeyIndependentPrefix, find_keyed_components,
                                      key_condition)
 from mmseg_keyprotect.engine import loops as loops_module
+from mmseg_keyprotect.engine.protection import describe_protection
 from mmseg_keyprotect.keys import SecretKey
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,6 +54,9 @@ def demo_cfg(tmp_path: Path, data_root: str, protection: str = 'perm-m6',
     elif protection == 'shf':
         pipeline = cfg.test_dataloader.dataset.pipeline
         pipeline.insert(len(pipeline) - 1, dict(type='BlockShuffle', block_size=4, key=KEY))
+    elif protection == 'shf-preproc':  # the same cipher, in the data preprocessor
+        cfg.model.data_preprocessor.update(type='BlockCipherSegDataPreProcessor', cipher=dict(
+            type='BlockShuffle', block_size=4, key=KEY))
     return cfg
 
 
@@ -133,6 +137,26 @@ def test_single_pass_equals_one_pass_per_condition(tmp_path, data_root, protecti
     monkeypatch.setattr(loops_module, '_ciphers_applicable_after_loading', lambda _: False)
     _, slow = run_test(demo_cfg(tmp_path / 'slow', data_root, protection, share_prefix=False))
     assert fast == slow
+
+
+def test_preprocessor_cipher_gives_the_pipeline_ciphers_metrics(tmp_path, data_root):
+    """A checkpoint saved with the cipher in the pipeline, tested with it in the preprocessor."""
+    runner, pipeline = run_test(demo_cfg(tmp_path / 'pipeline', data_root, 'shf'))
+    checkpoint = tmp_path / 'pipeline.pth'
+    torch.save({'state_dict': runner.model.state_dict(), 'meta': {
+        'key_protection': describe_protection(runner.model, runner.test_dataloader)}},
+        checkpoint)
+    cfg = demo_cfg(tmp_path / 'preproc', data_root, 'shf-preproc')
+    cfg.load_from = str(checkpoint)
+    runner, preproc = run_test(cfg)
+    assert preproc == pipeline
+    assert pipeline['correct/mIoU'] != pipeline['plain/mIoU']
+    keyed = find_keyed_components(runner.model)
+    assert [type(c).__name__ for c in keyed] == ['BlockCipherSegDataPreProcessor']
+    assert keyed[0].key_condition == 'correct'  # restored after the loop
+    report = json.loads((Path(cfg.work_dir) / 'key_conditions.json').read_text())
+    assert report['protection'] == [{'block_size': 4, 'key': keyed[0].correct_key.fingerprint,
+                                     'type': 'BlockShuffle'}]
 
 
 def test_persistent_workers_see_every_condition(tmp_path, data_root, monkeypatch):

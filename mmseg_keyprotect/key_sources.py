@@ -1,0 +1,148 @@
+"""Key sources inside a config: find them, resolve them, replace them.
+
+Configs name where a key comes from (``key=dict(file=...)``, ``key=dict(env=...)``,
+``key=dict(seed=...)``) in as many places as there are keyed components: the model's
+``protection``, cipher transforms in every pipeline, a cipher data preprocessor, a
+top-level ``key`` variable. The functions here walk the *whole* config for ``key``
+fields holding a key source, so callers (``tools/infer.py``, notebooks) need not know
+where a given config keeps its keys:
+
+* :func:`find_key_sources` lists them with their config paths;
+* :func:`resolve_key_sources` reads every distinct source once (errors name the
+  config path and the file or variable) and puts the resolved key in its place;
+* :func:`replace_key_sources` puts one key (or source) everywhere, e.g. the key of
+  ``--key FILE`` or a throw-away key to build a model that will run *plain*.
+
+All of them act before anything is built. A resolved :class:`SecretKey` in a config
+prints as its fingerprint, so a dumped config still holds no key material.
+
+Example:
+    >>> cfg = Config.fromfile('configs/demo/fcn_r18-d8_shf-b2_demo.py')  # doctest: +SKIP
+    >>> replace_key_sources(cfg, SecretKey.from_file('owner.key'))  # doctest: +SKIP
+    ['cipher.key', 'key', 'test_dataloader.dataset.pipeline.3.key', ...]
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, MutableMapping, Tuple
+
+from .keys import KeySpec, SecretKey, resolve_key
+
+__all__ = ['is_key_source', 'find_key_sources', 'replace_key_sources', 'resolve_key_sources']
+
+_SOURCE_FIELDS = ('file', 'env', 'seed')
+
+
+def is_key_source(value: Any) -> bool:
+    """Whether ``value`` is a key as configs give it: a :class:`SecretKey` or a
+    dict with exactly one of ``file=``, ``env=``, ``seed=`` (and optionally
+    ``type='SecretKey'``)."""
+    if isinstance(value, SecretKey):
+        return True
+    if not isinstance(value, Mapping) or value.get('type', 'SecretKey') != 'SecretKey':
+        return False
+    fields = set(value) - {'type'}
+    return len(fields) == 1 and fields <= set(_SOURCE_FIELDS)
+
+
+def _root(cfg: Any) -> Any:
+    """The plain dict behind an ``mmengine.Config`` (its top-level variables)."""
+    return getattr(cfg, '_cfg_dict', cfg)
+
+
+def _walk(node: Any, path: str):
+    """Yield ``(path, container, field)`` for every ``key`` field holding a key source."""
+    if isinstance(node, Mapping):
+        for field, value in node.items():
+            where = f'{path}.{field}' if path else str(field)
+            if field == 'key' and is_key_source(value):
+                yield where, node, field
+            else:
+                yield from _walk(value, where)
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _walk(value, f'{path}.{i}' if path else str(i))
+
+
+def find_key_sources(cfg: Any) -> List[Tuple[str, KeySpec]]:
+    """Every ``key`` field of ``cfg`` that holds a key source, with its dotted path.
+
+    Args:
+        cfg: an ``mmengine.Config``, ``ConfigDict`` or plain dict.
+
+    Returns:
+        list[tuple[str, KeySpec]]: ``(path, source)`` in config order, e.g.
+        ``('model.protection.key', {'file': 'work_dirs/owner.key'})``.
+    """
+    return [(path, container[field]) for path, container, field in _walk(_root(cfg), '')]
+
+
+def _set(container: Any, field: Any, value: Any) -> None:
+    if not isinstance(container, MutableMapping):
+        raise TypeError(f'cannot replace a key source inside a {type(container).__name__}')
+    container[field] = value
+
+
+def replace_key_sources(cfg: Any, key: KeySpec) -> List[str]:
+    """Put ``key`` in every ``key`` field of ``cfg`` that holds a key source, in place.
+
+    Args:
+        cfg: an ``mmengine.Config``, ``ConfigDict`` or plain dict; key sources
+            inside tuples are replaced by rebuilding the tuple.
+        key: a :class:`SecretKey` or a key source dict.
+
+    Returns:
+        list[str]: the dotted paths that were replaced (empty: the config has no key).
+    """
+    if not is_key_source(key):
+        raise ValueError('replace_key_sources needs a SecretKey or a key source dict '
+                         '(file=, env= or seed=)')
+    root = _root(cfg)
+    _thaw_tuples(root)
+    paths = []
+    for path, container, field in list(_walk(root, '')):
+        _set(container, field, key)
+        paths.append(path)
+    return paths
+
+
+def resolve_key_sources(cfg: Any) -> Dict[str, SecretKey]:
+    """Resolve every key source of ``cfg`` (each distinct source read once), in place.
+
+    Args:
+        cfg: an ``mmengine.Config``, ``ConfigDict`` or plain dict.
+
+    Returns:
+        dict[str, SecretKey]: config path -> the key now at that path.
+
+    Raises:
+        FileNotFoundError, PermissionError, KeyError, ValueError: from
+            :func:`~mmseg_keyprotect.keys.resolve_key`, the message prefixed with
+            the config path of the source (never with key material).
+    """
+    root = _root(cfg)
+    _thaw_tuples(root)
+    resolved: Dict[str, SecretKey] = {}
+    cache: Dict[str, SecretKey] = {}
+    for path, container, field in list(_walk(root, '')):
+        spec = container[field]
+        ident = repr(sorted(dict(spec).items())) if isinstance(spec, Mapping) else id(spec)
+        if ident not in cache:
+            try:
+                cache[ident] = resolve_key(spec, path)
+            except (OSError, KeyError, ValueError) as err:
+                message = err.args[0] if err.args else str(err)
+                raise type(err)(f'{path}: {message}') from None
+        _set(container, field, cache[ident])
+        resolved[path] = cache[ident]
+    return resolved
+
+
+def _thaw_tuples(node: Any) -> None:
+    """Turn tuples that contain key sources into lists, so their sources can be replaced."""
+    items = node.items() if isinstance(node, Mapping) else \
+        enumerate(node) if isinstance(node, list) else ()
+    for field, value in list(items):
+        if isinstance(value, tuple) and any(True for _ in _walk(value, '')):
+            value = list(value)
+            node[field] = value
+        _thaw_tuples(value)

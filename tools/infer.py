@@ -30,6 +30,7 @@ from mmseg_keyprotect.engine import (KeyCondition, ProtectionMismatchError,
 from mmseg_keyprotect.engine.hooks import META_KEY
 from mmseg_keyprotect.key_sources import replace_key_sources, resolve_key_sources
 from mmseg_keyprotect.keys import SecretKey
+from mmseg_keyprotect.models.weight_encryption import disable_weight_decryption
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -74,7 +75,8 @@ def prepare_keys(cfg: Config, condition: str, key: Optional[str] = None,
 
     ``correct``: the ``--key``/``--key-env`` key, else the config's own sources.
     ``plain``/``incorrect``: a throw-away key that is never used (the components run
-    plain or under the incorrect key), so no key file or variable is read.
+    plain or under the incorrect key), so no key file or variable is read; weights
+    encrypted with the key (``protection.encrypt_weights``) stay encrypted.
 
     Returns:
         list[SecretKey]: the keys the correct condition uses (empty otherwise, or when
@@ -86,6 +88,8 @@ def prepare_keys(cfg: Config, condition: str, key: Optional[str] = None,
     try:
         if condition != 'correct':
             replace_key_sources(cfg, SecretKey.generate())
+            # Encrypted weights load as stored: what a holder of the checkpoint alone gets.
+            disable_weight_decryption(cfg)
             return []
         if key is None and key_env is None:
             return list(resolve_key_sources(cfg).values())

@@ -38,7 +38,7 @@ from torch import nn
 from ..keys import KeySpec, resolve_key
 from .permutation import ChannelPermutation
 
-__all__ = ['PointSpec', 'PointPermutation', 'attach_permutations', 'POINTS_ATTR']
+__all__ = ['PointSpec', 'PointHook', 'PointPermutation', 'attach_permutations', 'POINTS_ATTR']
 
 PointLike = Union[str, Mapping[str, Any], 'PointSpec']
 
@@ -118,18 +118,17 @@ class PointSpec:
         return f'{path}:{self.where}{index}'
 
 
-class PointPermutation(ChannelPermutation):
-    """A :class:`ChannelPermutation` that sits at a :class:`PointSpec` via a hook.
+class PointHook:
+    """Mixin for a module that is applied at a :class:`PointSpec` through a hook.
 
-    Args:
-        point: where it sits.
-        key: the secret key or its source.
-        prefix: prepended to the point's path in its name (the key purpose).
+    The module's ``__call__`` maps the tensor at the point to its replacement;
+    this mixin picks that tensor out of the module's input or output (and out of
+    a tuple/list when the point has an ``index``). Subclasses set ``self.point``
+    and ``self.point_name`` (used in error messages).
     """
 
-    def __init__(self, point: PointSpec, key: KeySpec, prefix: str = '') -> None:
-        super().__init__(point.channels, key, point.name(prefix), point.channel_dim)
-        self.point = point
+    point: PointSpec
+    point_name: str
 
     def register_on(self, module: nn.Module) -> Any:
         """Install the hook on ``module`` (the module at the point's path).
@@ -142,31 +141,46 @@ class PointPermutation(ChannelPermutation):
         return module.register_forward_hook(self.output_hook)
 
     def input_hook(self, module: nn.Module, args: Tuple[Any, ...]) -> Tuple[Any, ...]:
-        """Forward pre-hook: permute the first positional argument."""
+        """Forward pre-hook: replace the first positional argument."""
         if not args:
-            raise ValueError(f'point {self.purpose!r}: {type(module).__name__} was called without '
-                             'positional arguments, so it has no input to permute')
-        return (self._permute_value(args[0]), ) + tuple(args[1:])
+            raise ValueError(f'point {self.point_name!r}: {type(module).__name__} was called '
+                             'without positional arguments, so it has no input to transform')
+        return (self._apply_to_value(args[0]), ) + tuple(args[1:])
 
     def output_hook(self, module: nn.Module, args: Tuple[Any, ...], output: Any) -> Any:
-        """Forward hook: permute the output."""
-        return self._permute_value(output)
+        """Forward hook: replace the output."""
+        return self._apply_to_value(output)
 
-    def _permute_value(self, value: Any) -> Any:
+    def _apply_to_value(self, value: Any) -> Any:
         index = self.point.index
         if index is None:
             if isinstance(value, (tuple, list)):
-                raise ValueError(f'point {self.purpose!r}: the {self.point.where} is a '
+                raise ValueError(f'point {self.point_name!r}: the {self.point.where} is a '
                                  f'{type(value).__name__} of {len(value)} elements; choose one '
                                  f'with index=N (\'{self.point.path}:{self.point.where}[N]\')')
             return self(value)
         if not isinstance(value, (tuple, list)) or index >= len(value):
             size = len(value) if isinstance(value, (tuple, list)) else 'no'
-            raise ValueError(f'point {self.purpose!r}: index {index} given, but the '
+            raise ValueError(f'point {self.point_name!r}: index {index} given, but the '
                              f'{self.point.where} is a {type(value).__name__} with {size} elements')
         items = list(value)
         items[index] = self(items[index])
         return tuple(items) if isinstance(value, tuple) else items
+
+
+class PointPermutation(PointHook, ChannelPermutation):
+    """A :class:`ChannelPermutation` that sits at a :class:`PointSpec` via a hook.
+
+    Args:
+        point: where it sits.
+        key: the secret key or its source.
+        prefix: prepended to the point's path in its name (the key purpose).
+    """
+
+    def __init__(self, point: PointSpec, key: KeySpec, prefix: str = '') -> None:
+        super().__init__(point.channels, key, point.name(prefix), point.channel_dim)
+        self.point = point
+        self.point_name = self.purpose
 
 
 def attach_permutations(root: nn.Module,

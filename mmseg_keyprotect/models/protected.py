@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ..keys import KeySpec, resolve_key
 from .permutation import ChannelPermutation
 from .points import PointLike, attach_permutations
+from .weight_encryption import attach_weight_encryption
 
 __all__ = [
     'KeyProtectedSegmentorMixin', 'KeyProtectedEncoderDecoder',
@@ -56,11 +57,24 @@ class KeyProtectedSegmentorMixin:
             ``prefix=''``; see
             :func:`~mmseg_keyprotect.models.points.attach_permutations`.
             Paths are relative to the segmentor (``'backbone.layer1'``).
+            ``encrypt_weights=True`` also encrypts the segmentor's ``state_dict``
+            (so its checkpoints) with the key
+            (:func:`~mmseg_keyprotect.models.weight_encryption.attach_weight_encryption`);
+            ``points=[]`` is then allowed (weights encrypted, no permutation).
     """
 
     def __init__(self, *args: Any, protection: Mapping[str, Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        attach_permutations(self, **protection)
+        protection = dict(protection)
+        encrypt = protection.pop('encrypt_weights', False)
+        if not isinstance(encrypt, bool):
+            raise ValueError(f'protection.encrypt_weights must be True or False, got {encrypt!r}')
+        if encrypt and not protection.get('points', True):
+            protection.pop('points')
+        else:
+            attach_permutations(self, **protection)
+        if encrypt:
+            attach_weight_encryption(self, protection.get('key'))
 
 
 @MODELS.register_module()

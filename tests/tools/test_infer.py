@@ -196,3 +196,30 @@ def test_images_from_directories_and_globs(tmp_path):
     shutil.copy(tmp_path / 'a.png', tmp_path / 'sub' / 'a.png')
     with pytest.raises(infer.UserError, match='both be written as a.png'):
         infer.expand_images([str(tmp_path / 'a.png'), str(tmp_path / 'sub' / 'a.png')])
+
+
+def test_encrypted_weights_correct_key_and_plain_without_key(tmp_path, tiny_run_overrides,
+                                                             monkeypatch):
+    """With protection.encrypt_weights the checkpoint holds encrypted tensors: the key
+    holder's outputs are unchanged, and plain use without a key runs on the stored
+    (encrypted) weights instead of failing."""
+    from mmengine.runner import Runner
+    from mmengine.runner.checkpoint import _load_checkpoint
+    config = tmp_path / 'encrypted.py'
+    config.write_text(f"_base_ = ['{CONFIG}']\n"
+                      "model = dict(protection=dict(encrypt_weights=True))\n")
+    SecretKey.generate().save(tmp_path / 'work_dirs' / 'demo' / 'owner.key')
+    monkeypatch.chdir(tmp_path)
+    cfg = Config.fromfile(str(config))
+    cfg.merge_from_dict(tiny_run_overrides)
+    cfg.work_dir = str(tmp_path / 'train')
+    Runner.from_cfg(cfg).train()
+    checkpoint = tmp_path / 'train' / 'iter_2.pth'
+    assert 'keyprotect_encryption' in _load_checkpoint(str(checkpoint))['state_dict']
+    image = sorted((Path(tiny_run_overrides['test_dataloader.dataset.data_root']) /
+                    'JPEGImages').glob('val_*.jpg'))[0]
+    common = [str(image), '--config', str(config), '--checkpoint', str(checkpoint)]
+    assert infer.main([*common, '--out', str(tmp_path / 'correct')]) == 0
+    (tmp_path / 'work_dirs' / 'demo' / 'owner.key').unlink()  # a thief has no key file
+    assert infer.main([*common, '--condition', 'plain', '--out', str(tmp_path / 'plain')]) == 0
+    assert predictions(tmp_path / 'correct')[0].shape == predictions(tmp_path / 'plain')[0].shape

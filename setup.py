@@ -29,6 +29,7 @@ setup(
         'numpy',
         'opencv-python',
         'pyffx',
+        'scipy',  # Hungarian rounding in the permutation-recovery attack
         'torch>=2.0',
         'tqdm',
     ],

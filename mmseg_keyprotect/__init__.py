@@ -9,6 +9,7 @@ from . import datasets  # noqa: F401  (registers DATASETS)
 from . import engine  # noqa: F401  (weights-only checkpoint loader)
 from . import models  # noqa: F401  (registers MODELS)
 from . import transforms  # noqa: F401  (registers TRANSFORMS)
+from . import attacks  # noqa: F401  (registers AttackedSegmentor)
 from .keyed import KeyedComponent
 from .keys import SecretKey, WeakKeyWarning, resolve_key
 from .version import __version__

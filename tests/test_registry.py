@@ -44,11 +44,18 @@ EXAMPLES = {
         type='KeyProtectedCascadeEncoderDecoder', num_stages=2, backbone=_RESNET,
         decode_head=[_HEAD, _OCR],
         protection=dict(key=KEY, points=['decode_head.1.conv_seg:input']))),
+    'BlockCipherSegDataPreProcessor': ('MODELS', dict(
+        type='BlockCipherSegDataPreProcessor', bgr_to_rgb=True, size=(64, 64),
+        cipher=dict(type='BlockShuffle', block_size=4, key=KEY))),
     'SyntheticVOCDataset': ('DATASETS', dict(type='SyntheticVOCDataset',
                                              data_root='{data_root}', **_VAL)),
     'KeyConditionTestLoop': ('LOOPS', dict(type='KeyConditionTestLoop', incorrect=2)),
     'KeyConditionValLoop': ('LOOPS', dict(type='KeyConditionValLoop', plain=True)),
     'KeyProtectionHook': ('HOOKS', dict(type='KeyProtectionHook', strict=True)),
+    'AttackedSegmentor': ('MODELS', dict(
+        type='AttackedSegmentor',
+        segmentor=dict(type='EncoderDecoder', backbone=_RESNET, decode_head=_HEAD),
+        adapters=dict(kind='adapter', points=['decode_head.conv_seg:input']), trainable=[])),
 }
 
 
@@ -112,6 +119,8 @@ def test_component_builds_from_config(reg_name, name, request):
             obj = getattr(mmseg_registry, reg_name).build(cfg)
     if isinstance(getattr(mmseg_registry, reg_name).get(name), type):
         assert type(obj).__name__ == name
+    elif name == 'AttackedSegmentor':  # a builder: the segmentor itself, with its adapters
+        assert len(obj.keyprotect_attack) == 1
     else:  # builder functions return the wrapped module itself, with its permutations
         assert find_keyed_components(obj)
     assert 'seed=11' not in repr(obj)

@@ -1,0 +1,4 @@
+# Demo: the baseline FCN protected by a keyed channel permutation at paper 2's point
+# 5, the output of backbone.layer4. Used by the attack suite (docs/security.md).
+_base_ = ['./fcn_r18-d8_perm-m6_demo.py']
+model = dict(protection=dict(points=['backbone.layer4']))

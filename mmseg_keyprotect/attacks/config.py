@@ -1,0 +1,214 @@
+"""Configs for attacks: the victim as the attacker sees it, and one attack's runner config.
+
+The threat model is paper 2's, made adaptive: the attacker has the stolen
+checkpoint and the victim's config (so the method, the block size and the
+protected points are known), but not the key, and some labelled images.
+
+* :func:`attacker_view` removes the protection from a victim config: protected
+  segmentor types become mmseg's, block ciphers leave the pipelines and the
+  data preprocessor; it returns what was removed (points, block sizes).
+* :func:`attack_runner_config` turns the victim config, a stolen checkpoint and
+  an attack spec into a plain mmengine runner config: an
+  ``AttackedSegmentor`` (frozen parts, adapters) loaded from the checkpoint,
+  trained with mmengine's ``IterBasedTrainLoop`` on a subset of the training
+  set, evaluated with mmseg's ``IoUMetric`` on the validation set.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+from mmengine.config import Config, ConfigDict
+
+from ..engine.protection import _LOADERS, _is_cipher, _pipelines
+
+__all__ = ['AttackSpec', 'RemovedProtection', 'attacker_view', 'attack_runner_config',
+           'ATTACK_KINDS']
+
+#: Attacks on a stolen model, plus the reference of training from scratch.
+ATTACK_KINDS = ('scratch', 'finetune', 'head_only', 'adapter', 'sinkhorn')
+
+_PROTECTED_SEGMENTORS = {
+    'KeyProtectedEncoderDecoder': 'EncoderDecoder',
+    'KeyProtectedCascadeEncoderDecoder': 'CascadeEncoderDecoder',
+}
+_PROTECTED_BUILDERS = {'KeyProtectedBackbone': 'backbone', 'KeyProtectedHead': 'head'}
+
+
+@dataclass
+class RemovedProtection:
+    """What :func:`attacker_view` took out of a config (all of it non-secret)."""
+
+    points: List[Any] = field(default_factory=list)
+    ciphers: List[Dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def block_size(self) -> Optional[int]:
+        """The block size of the block cipher(s), or None without one."""
+        sizes = {c['block_size'] for c in self.ciphers}
+        if len(sizes) > 1:
+            raise ValueError(f'ciphers with different block sizes {sorted(sizes)}')
+        return sizes.pop() if sizes else None
+
+
+def _strip_model(node: Any, removed: RemovedProtection, path: str = '') -> Any:
+    if isinstance(node, Mapping):
+        node = dict(node)
+        kind = node.get('type')
+        if kind in _PROTECTED_SEGMENTORS:
+            protection = node.pop('protection')
+            removed.points.extend(protection['points'] if isinstance(
+                protection['points'], (list, tuple)) else [protection['points']])
+            node['type'] = _PROTECTED_SEGMENTORS[kind]
+        elif kind in _PROTECTED_BUILDERS:
+            prefix = path.rsplit('.', 1)[-1] if path else ''
+            points = node['points'] if isinstance(node['points'], (list, tuple)) \
+                else [node['points']]
+            removed.points.extend(f'{prefix}.{p}' if isinstance(p, str) and prefix else p
+                                  for p in points)
+            return _strip_model(node[_PROTECTED_BUILDERS[kind]], removed, path)
+        elif kind == 'ChannelPermutationNeck':
+            raise NotImplementedError('attacks on ChannelPermutationNeck are not supported; '
+                                      'express the points on the segmentor instead')
+        if 'cipher' in node and 'DataPreProcessor' in str(kind):
+            removed.ciphers.append(dict(node.pop('cipher')))
+            node['type'] = 'SegDataPreProcessor'
+        return {k: _strip_model(v, removed, f'{path}.{k}'.strip('.')) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return type(node)(_strip_model(v, removed, f'{path}.{i}') for i, v in enumerate(node))
+    return node
+
+
+def attacker_view(victim: Config) -> 'tuple[Config, RemovedProtection]':
+    """The victim's config without its protection, as an attacker without the key runs it.
+
+    Args:
+        victim: the protected config.
+
+    Returns:
+        (config, removed): an unprotected config of the same model and data, and
+        the protection that was removed.
+    """
+    cfg = copy.deepcopy(victim)
+    removed = RemovedProtection()
+    cfg.model = ConfigDict(_strip_model(cfg.model.to_dict(), removed))
+    if 'data_preprocessor' in cfg and isinstance(cfg.data_preprocessor, Mapping):
+        cfg.data_preprocessor = ConfigDict(_strip_model(dict(cfg.data_preprocessor), removed))
+    for loader in _LOADERS:
+        if loader not in cfg:
+            continue
+        for _, pipeline in _pipelines(cfg[loader].get('dataset'), loader):
+            for transform in [t for t in pipeline if _is_cipher(t)]:
+                if loader == 'train_dataloader':
+                    removed.ciphers.append(dict(transform))
+                pipeline.remove(transform)
+    for loop in ('val_cfg', 'test_cfg'):
+        if loop in cfg and str(cfg[loop].get('type', '')).startswith('KeyCondition'):
+            cfg[loop] = ConfigDict(type=cfg[loop]['type'].replace('KeyCondition', ''))
+    cfg.pop('custom_hooks', None)
+    return cfg, removed
+
+
+@dataclass
+class AttackSpec:
+    """One attack run.
+
+    Args:
+        kind: one of :data:`ATTACK_KINDS`.
+        fraction: the share of the training set the attacker holds (0 < f <= 1).
+        budget: training iterations.
+        optim_wrapper: mmengine optim wrapper config.
+        param_scheduler: mmengine parameter scheduler config(s), or None.
+        head_modules: module paths trained by ``head_only``.
+        sinkhorn: options of :class:`~.adapters.SinkhornPermutation`.
+        seed: seed of the subset and of training.
+    """
+
+    kind: str
+    fraction: float
+    budget: int
+    optim_wrapper: Dict[str, Any]
+    param_scheduler: Any = None
+    head_modules: List[str] = field(default_factory=list)
+    sinkhorn: Dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ATTACK_KINDS:
+            raise ValueError(f'unknown attack {self.kind!r}; choose one of {ATTACK_KINDS}')
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f'fraction must be in (0, 1], got {self.fraction!r}')
+        if self.budget < 1:
+            raise ValueError(f'budget must be >= 1 iteration, got {self.budget!r}')
+        if self.kind == 'head_only' and not self.head_modules:
+            raise ValueError('head_only needs head_modules: the module paths right after '
+                             "the protected points, e.g. ['decode_head.conv_seg']")
+
+    @property
+    def slug(self) -> str:
+        return f'{self.kind}_f{self.fraction:g}_it{self.budget}_s{self.seed}'
+
+
+def subset_indices(size: int, fraction: float, seed: int) -> List[int]:
+    """A fixed random subset of ``round(fraction * size)`` (at least 1) dataset indices."""
+    count = max(1, int(round(fraction * size)))
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(size, count, replace=False))
+
+
+def attack_runner_config(victim: Config, checkpoint: Optional[str], spec: AttackSpec,
+                         work_dir: str, train_size: int) -> 'tuple[Config, RemovedProtection]':
+    """The mmengine runner config of one attack.
+
+    Args:
+        victim: the protected config.
+        checkpoint: the stolen checkpoint (ignored by ``scratch``).
+        spec: the attack.
+        work_dir: where mmengine writes its logs.
+        train_size: the number of training samples (the subset is drawn from it).
+
+    Returns:
+        (config, removed): the runner config and the protection that was removed.
+    """
+    cfg, removed = attacker_view(victim)
+    adapters = None
+    trainable: Any = 'all'
+    if spec.kind == 'head_only':
+        trainable = list(spec.head_modules)
+    elif spec.kind in ('adapter', 'sinkhorn'):
+        block = removed.block_size
+        points = ['backbone:input'] if block else list(removed.points)
+        if not points:
+            raise ValueError('the victim config has no protection to attack')
+        adapters = dict(kind=spec.kind, points=points, block_size=block,
+                        **(spec.sinkhorn if spec.kind == 'sinkhorn' else {}))
+        trainable = []
+    cfg.model = ConfigDict(type='AttackedSegmentor', segmentor=cfg.model, adapters=adapters,
+                           trainable=trainable)
+    cfg.load_from = None if spec.kind == 'scratch' else checkpoint
+    cfg.resume = False
+    cfg.work_dir = work_dir
+    train = cfg.train_dataloader
+    train.dataset.indices = subset_indices(train_size, spec.fraction, spec.seed)
+    for loader in ('train_dataloader', 'val_dataloader'):
+        cfg[loader].num_workers = 0
+        cfg[loader].persistent_workers = False
+    cfg.train_cfg = ConfigDict(type='IterBasedTrainLoop', max_iters=spec.budget,
+                               val_interval=spec.budget + 1)
+    cfg.val_cfg = ConfigDict(type='ValLoop')
+    cfg.optim_wrapper = ConfigDict(spec.optim_wrapper)
+    cfg.param_scheduler = spec.param_scheduler
+    cfg.default_hooks = ConfigDict(
+        timer=dict(type='IterTimerHook'),
+        logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
+        param_scheduler=dict(type='ParamSchedulerHook'),
+        checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=-1, save_last=False),
+        sampler_seed=dict(type='DistSamplerSeedHook'))
+    cfg.pop('test_dataloader', None), cfg.pop('test_cfg', None), cfg.pop('test_evaluator', None)
+    cfg.randomness = dict(seed=spec.seed)
+    cfg.log_level = 'WARNING'
+    cfg.visualizer = dict(type='SegLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')],
+                          name=f'attack_{spec.slug}_{abs(hash(work_dir))}')
+    return cfg, removed

@@ -2,7 +2,9 @@
 # (paper 2, Model-6: the input of decode_head.conv_seg). `make demo` writes the key file
 # with tools/keygen.py; the config names the file, never the key.
 _base_ = ['./fcn_r18-d8_baseline_demo.py']
-key = dict(file='work_dirs/demo/owner.key')
+# tools/demo.py points KP_DEMO_KEY_FILE at the key it writes; by default, the path below
+# (relative to the working directory).
+key = dict(file='{{$KP_DEMO_KEY_FILE:work_dirs/demo/owner.key}}')
 model = dict(
     type='KeyProtectedEncoderDecoder',
     protection=dict(key=key, points=['decode_head.conv_seg:input']))

@@ -3,7 +3,9 @@
 # reached only ~0.65-0.88x the baseline's mIoU in 1200 iterations). The cipher runs after
 # the geometric augmentation, before packing.
 _base_ = ['./fcn_r18-d8_baseline_demo.py']
-key = dict(file='work_dirs/demo/owner.key')
+# tools/demo.py points KP_DEMO_KEY_FILE at the key it writes; by default, the path below
+# (relative to the working directory).
+key = dict(file='{{$KP_DEMO_KEY_FILE:work_dirs/demo/owner.key}}')
 cipher = dict(type='BlockShuffle', block_size=2, key=key, num_channels=3)
 crop_size = (64, 64)
 train_pipeline = [

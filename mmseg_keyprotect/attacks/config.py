@@ -43,6 +43,7 @@ class RemovedProtection:
 
     points: List[Any] = field(default_factory=list)
     ciphers: List[Dict[str, Any]] = field(default_factory=list)
+    encrypted_weights: bool = False
 
     @property
     def block_size(self) -> Optional[int]:
@@ -59,8 +60,9 @@ def _strip_model(node: Any, removed: RemovedProtection, path: str = '') -> Any:
         kind = node.get('type')
         if kind in _PROTECTED_SEGMENTORS:
             protection = node.pop('protection')
-            removed.points.extend(protection['points'] if isinstance(
-                protection['points'], (list, tuple)) else [protection['points']])
+            removed.encrypted_weights |= bool(protection.get('encrypt_weights', False))
+            points = protection.get('points') or []
+            removed.points.extend(points if isinstance(points, (list, tuple)) else [points])
             node['type'] = _PROTECTED_SEGMENTORS[kind]
         elif kind in _PROTECTED_BUILDERS:
             prefix = path.rsplit('.', 1)[-1] if path else ''

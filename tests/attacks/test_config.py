@@ -27,6 +27,12 @@ def test_permutation_victim_loses_its_protection():
     assert not find_key_sources(cfg.model)  # the attacker's model needs no key
 
 
+def test_encrypted_weights_are_noted_and_removed():
+    cfg, removed = attacker_view(load('fcn_r18-d8_perm-m6-encw_demo.py'))
+    assert removed.encrypted_weights and cfg.model.type == 'EncoderDecoder'
+    assert not attacker_view(load('fcn_r18-d8_perm-m6_demo.py'))[1].encrypted_weights
+
+
 @pytest.mark.parametrize('name',
                          ['fcn_r18-d8_shf-b2_demo.py', 'fcn_r18-d8_shf-b2-preproc_demo.py'])
 def test_block_cipher_victim_loses_its_cipher(name):

@@ -29,11 +29,13 @@ from __future__ import annotations
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from mmseg.registry import TRANSFORMS
+from torch import nn
 
 from ..keyed import KeyedComponent
 from ..keys import SecretKey
 from ..models.data_preprocessor import BlockCipherSegDataPreProcessor
 from ..models.permutation import ChannelPermutation
+from ..models.weight_encryption import weight_encryption_fingerprint
 from ..transforms.block_cipher import BlockCipher
 from .conditions import find_keyed_components
 
@@ -197,10 +199,23 @@ def describe_protection(*targets: Any) -> Descriptor:
         list[dict]: one entry per distinct component, sorted:
         ``{'type': 'BlockShuffle', 'block_size': 2, 'key': FINGERPRINT}`` or
         ``{'type': 'PointPermutation', 'point': 'decode_head.conv_seg:input',
-        'key': FINGERPRINT}``. The same cipher in several pipelines is listed once.
+        'key': FINGERPRINT}``, and ``{'type': 'WeightEncryption', 'key': FINGERPRINT}``
+        for a model whose weights are encrypted with the key. The same cipher in
+        several pipelines is listed once.
     """
     entries = {tuple(sorted(_describe(c).items())) for c in find_keyed_components(*targets)}
+    entries |= {(('key', fingerprint), ('type', 'WeightEncryption'))
+                for fingerprint in _weight_encryption_fingerprints(targets)}
     return [dict(entry) for entry in sorted(entries, key=repr)]
+
+
+def _weight_encryption_fingerprints(targets: Sequence[Any]) -> List[str]:
+    """Key fingerprints of modules among ``targets`` that encrypt their weights."""
+    found = []
+    for target in targets:
+        if isinstance(target, nn.Module):
+            found += [fp for fp in map(weight_encryption_fingerprint, target.modules()) if fp]
+    return found
 
 
 def format_protection(descriptor: Descriptor) -> str:

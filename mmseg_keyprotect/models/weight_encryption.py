@@ -37,7 +37,8 @@ from torch import Tensor, nn
 from ..keys import KeySpec, SecretKey, resolve_key
 
 __all__ = ['attach_weight_encryption', 'EncryptedWeightsError', 'MARKER',
-           'is_encrypted_state_dict', 'xor_tensor']
+           'is_encrypted_state_dict', 'xor_tensor', 'weight_encryption_fingerprint',
+           'disable_weight_decryption']
 
 #: ``state_dict`` entry that marks encrypted weights; holds the key fingerprint (non-secret).
 MARKER = 'keyprotect_encryption'

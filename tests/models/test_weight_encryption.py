@@ -134,3 +134,26 @@ def test_keystream_is_pinned_to_the_key_derivation(seed_key):
     t = torch.zeros(4, dtype=torch.uint8)
     stream = hashlib.shake_256(seed_key.derive_bytes('weights/w', 32)).digest(4)
     assert bytes(xor_tensor(t, seed_key, 'w').tolist()) == stream
+
+
+def test_descriptor_records_weight_encryption_and_detects_a_mismatch(key):
+    from mmseg_keyprotect.engine.protection import (ProtectionMismatchError, check_protection,
+                                                    describe_protection)
+    encrypted = describe_protection(segmentor(key))
+    assert {'type': 'WeightEncryption', 'key': key.fingerprint} in encrypted
+    unencrypted = describe_protection(segmentor(key, encrypt=False))
+    assert all(e['type'] != 'WeightEncryption' for e in unencrypted)
+    with pytest.raises(ProtectionMismatchError, match='WeightEncryption'):
+        check_protection(encrypted, unencrypted)
+
+
+def test_disable_weight_decryption_in_a_config(key):
+    from mmseg_keyprotect.models.weight_encryption import disable_weight_decryption
+    cfg = dict(model=dict(type='KeyProtectedEncoderDecoder',
+                          protection=dict(key=key, points=['a'], encrypt_weights=True)))
+    assert disable_weight_decryption(cfg) == ['model.protection']
+    assert cfg['model']['protection']['encrypt_weights'] is False
+    only = dict(model=dict(type='KeyProtectedEncoderDecoder',
+                           protection=dict(key=key, points=[], encrypt_weights=True)))
+    disable_weight_decryption(only)
+    assert only['model'] == dict(type='EncoderDecoder')

@@ -52,3 +52,26 @@ def test_dist_train_two_cpu_processes(tmp_path: Path, tiny_run_overrides: Dict[s
     assert (work_dir / 'iter_2.pth').is_file()
     assert 'Iter(val)' in out and 'mIoU' in out
     assert 'Distributed training: True' in out and 'GPU number: 2' in out  # 2 ranks
+
+
+def test_dist_train_with_the_preprocessor_cipher(tmp_path: Path,
+                                                tiny_run_overrides: Dict[str, Any]):
+    """2 gloo ranks train with BlockCipherSegDataPreProcessor; the checkpoint records it."""
+    from mmengine.runner.checkpoint import _load_checkpoint  # the plugin's weights-only loader
+
+    from mmseg_keyprotect.keys import SecretKey
+    key = SecretKey.generate()
+    key_file = key.save(tmp_path / 'owner.key')
+    work_dir = tmp_path / 'ddp'
+    env = dict(os.environ, PYTHONWARNINGS='ignore', PYTHON=sys.executable, PORT='29533',
+               OMP_NUM_THREADS='1', KP_DEMO_KEY_FILE=str(key_file))
+    proc = subprocess.run(['bash', 'tools/dist_train.sh',
+                           'configs/demo/fcn_r18-d8_shf-b2-preproc_demo.py', '2', '--work-dir',
+                           str(work_dir), *_cfg_options(tiny_run_overrides)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    assert 'GPU number: 2' in out and 'plain/mIoU' in out
+    meta = _load_checkpoint(str(work_dir / 'iter_2.pth'), map_location='cpu')['meta']
+    assert meta['key_protection'] == [
+        {'block_size': 2, 'key': key.fingerprint, 'type': 'BlockShuffle'}]

@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = [
     ('baseline', 'configs/demo/fcn_r18-d8_baseline_demo.py'),
     ('block cipher (SHF, M=2)', 'configs/demo/fcn_r18-d8_shf-b2_demo.py'),
-    ('recommended: permutation (Model-6) + encrypted weights',
-     'configs/demo/fcn_r18-d8_perm-m6-encw_demo.py'),
+    ('recommended: permutation (Model-1..6) + encrypted weights',
+     'configs/demo/fcn_r18-d8_perm-m1to6-encw_demo.py'),
 ]
 # Progress shown while training: every 100th iteration and each validation result.
 PROGRESS = re.compile(r'Iter\(train\) \[\s*\d*00/|Iter\(val\) \[(\d+)/\1\]')

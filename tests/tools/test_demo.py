@@ -25,7 +25,7 @@ def test_demo_runs_from_a_fresh_output_directory(tmp_path):
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     results = json.loads((out / 'results.json').read_text())
     assert list(results) == ['baseline', 'block cipher (SHF, M=2)',
-                             'recommended: permutation (Model-6) + encrypted weights']
+                             'recommended: permutation (Model-1..6) + encrypted weights']
     for name, summary in results.items():
         assert 0 <= summary['correct']['mIoU'] <= 100
         if name != 'baseline':
@@ -33,5 +33,5 @@ def test_demo_runs_from_a_fresh_output_directory(tmp_path):
     assert (out / 'results.md').read_text().count('\n') == 5  # header, rule, 3 models
     assert len(list(out.glob('conditions_*.png'))) == 2
     # the recommended model's checkpoint holds encrypted weights
-    checkpoint = next((out / 'fcn_r18-d8_perm-m6-encw_demo').glob('best_mIoU_iter_*.pth'))
+    checkpoint = next((out / 'fcn_r18-d8_perm-m1to6-encw_demo').glob('best_mIoU_iter_*.pth'))
     assert 'keyprotect_encryption' in _load_checkpoint(str(checkpoint))['state_dict']

@@ -255,13 +255,34 @@ def _references(paths: List[str]) -> Dict[str, Dict[str, float]]:
         name, path = item.split('=', 1)
         summary = json.loads(Path(path).read_text())['summary']
         refs[name] = {c: summary[c]['mIoU'] for c in ('correct', 'plain') if c in summary}
+        if 'incorrect' in summary:
+            inc = summary['incorrect']
+            refs[name].update(incorrect=inc['mean']['mIoU'], incorrect_std=inc['std']['mIoU'],
+                              incorrect_max=inc['max']['mIoU'], keys=inc['num_keys'])
     return refs
+
+
+def conditions_table(refs: Dict[str, Dict[str, float]], baseline: Optional[float]) -> str:
+    """Markdown: correct / plain / incorrect mIoU per victim, plain as a share of baseline."""
+    lines = ['| victim | correct key | plain | plain / baseline | incorrect keys (mean ± std, '
+             'max) |', '|---|---:|---:|---:|---:|']
+    for name, ref in refs.items():
+        share = f"{ref['plain'] / baseline:.1%}" if baseline and 'plain' in ref else '-'
+        incorrect = (f"{ref['incorrect']:.2f} ± {ref['incorrect_std']:.2f}, "
+                     f"{ref['incorrect_max']:.2f} ({ref['keys']} keys)"
+                     if 'incorrect' in ref else '-')
+        lines.append(f"| {name} | {_fmt(ref.get('correct'))} | {_fmt(ref.get('plain'))} | "
+                     f'{share} | {incorrect} |')
+    return '\n'.join(lines)
 
 
 def cmd_report(args: argparse.Namespace) -> str:
     rows = _read(args.results)
     refs = _references(args.reference)
-    text = '\n\n'.join([report_table(rows, args.budget, refs), budget_table(rows)])
+    tables = [report_table(rows, args.budget, refs), budget_table(rows)]
+    if refs:
+        tables.insert(0, conditions_table(refs, args.baseline))
+    text = '\n\n'.join(tables)
     print(text)
     if args.plot:
         plot(rows, args.budget, refs, args.plot)
@@ -297,6 +318,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     report.add_argument('--budget', type=int, default=100)
     report.add_argument('--reference', nargs='*',
                         help='NAME=work_dir/key_conditions.json for correct/plain columns')
+    report.add_argument('--baseline', type=float, help='unprotected mIoU, for plain / baseline')
     report.add_argument('--plot')
     return parser.parse_args(argv)
 

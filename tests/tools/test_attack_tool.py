@@ -72,3 +72,16 @@ def test_key_search_cli(stolen):
     assert report['seeds_tried'] == 3 and report['recovered'] is False  # 7361 not in 0..2
     assert report['keys_per_second'] > 0
     assert float(report['expected_years_for_256_bit_key']) > 1e50
+
+
+def test_report_conditions_table(tmp_path):
+    sys.path.insert(0, str(REPO / 'tools'))
+    import attack
+    summary = dict(correct=dict(mIoU=80.0), plain=dict(mIoU=16.0),
+                   incorrect=dict(mean=dict(mIoU=17.0), std=dict(mIoU=1.5), max=dict(mIoU=25.0),
+                                  num_keys=100))
+    path = tmp_path / 'key_conditions.json'
+    path.write_text(json.dumps(dict(summary=summary)))
+    refs = attack._references([f'victim={path}'])
+    table = attack.conditions_table(refs, baseline=80.0)
+    assert '| victim | 80.00 | 16.00 | 20.0% | 17.00 ± 1.50, 25.00 (100 keys) |' in table

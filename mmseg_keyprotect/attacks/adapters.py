@@ -156,8 +156,13 @@ class SinkhornPermutation(_ChannelMap):
 
     @torch.no_grad()
     def hard_index(self) -> Tensor:
-        """Round to a permutation: ``alpha`` with ``out[:, i] = x[:, alpha_i]``."""
-        rows, cols = linear_sum_assignment(-self.soft_matrix().cpu().numpy())
+        """Round to a permutation: ``alpha`` with ``out[:, i] = x[:, alpha_i]``.
+
+        Non-finite entries (training diverged, e.g. on scrambled weights) count as 0,
+        so a permutation is always returned.
+        """
+        soft = torch.nan_to_num(self.soft_matrix(), nan=0.0, posinf=0.0, neginf=0.0)
+        rows, cols = linear_sum_assignment(-soft.cpu().numpy())
         index = np.empty_like(cols)
         index[rows] = cols
         return torch.as_tensor(index, device=self.logits.device)

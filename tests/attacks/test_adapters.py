@@ -42,6 +42,13 @@ def test_sinkhorn_is_doubly_stochastic_and_rounds_to_a_known_permutation():
     assert torch.equal(sinkhorn(x), x[:, alpha])
 
 
+def test_sinkhorn_rounds_even_after_divergence():
+    sinkhorn = SinkhornPermutation(5)
+    with torch.no_grad():
+        sinkhorn.logits.fill_(float('nan'))
+    assert sorted(sinkhorn.hard_index().tolist()) == list(range(5))
+
+
 def test_sinkhorn_learns_a_permutation_from_examples():
     """Gradient descent on the logits finds the permutation from input/output pairs."""
     torch.manual_seed(0)

@@ -159,7 +159,7 @@ def report_table(rows: List[Dict[str, Any]], budget: int,
     header = ['victim', 'attacker data', 'correct key', 'plain'] + kinds + \
         ['scratch', 'best attack - scratch']
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * 2 + '---:|' * (len(header) - 2)]
-    victims = list(dict.fromkeys(r['victim'] for r in rows if r['kind'] != 'scratch'))
+    victims = _victims(rows, references)
     scratch = {(r['fraction'], r['budget']): r['mIoU'] for r in rows if r['kind'] == 'scratch'}
     for victim in victims:
         for fraction in sorted({r['fraction'] for r in rows if r['victim'] == victim}):
@@ -186,11 +186,22 @@ def report_table(rows: List[Dict[str, Any]], budget: int,
     return '\n'.join(lines)
 
 
+def _victims(rows: List[Dict[str, Any]], references: Dict[str, Any]) -> List[str]:
+    """Attacked victims: in the order of ``references``, then in the order of ``rows``."""
+    attacked = list(dict.fromkeys(r['victim'] for r in rows if r['kind'] != 'scratch'))
+    return [v for v in references if v in attacked] + \
+        [v for v in attacked if v not in references]
+
+
 def budget_table(rows: List[Dict[str, Any]]) -> str:
     """Markdown: fine-tuning vs scratch mIoU per budget and data fraction."""
     keys = sorted({(r['fraction'], r['budget']) for r in rows
                    if r['kind'] in ('finetune', 'scratch')})
-    victims = list(dict.fromkeys(r['victim'] for r in rows if r['kind'] == 'finetune'))
+    budgets = {}
+    for r in rows:
+        if r['kind'] == 'finetune':
+            budgets.setdefault(r['victim'], set()).add(r['budget'])
+    victims = [v for v, seen in budgets.items() if len(seen) > 1]  # victims with a sweep
     lines = ['| attacker data | budget (iterations) | scratch | ' +
              ' | '.join(f'fine-tune {v}' for v in victims) + ' |',
              '|---|---:|---:|' + '---:|' * len(victims)]
@@ -219,8 +230,9 @@ def plot(rows: List[Dict[str, Any]], budget: int, references: Dict[str, Dict[str
     import matplotlib.pyplot as plt
     kinds = ['finetune', 'head_only', 'adapter', 'sinkhorn']
     fractions = sorted({r['fraction'] for r in rows})
-    victims = list(dict.fromkeys(r['victim'] for r in rows if r['kind'] != 'scratch'))
-    fig, axes = plt.subplots(1, len(fractions), figsize=(6 * len(fractions), 3.6), sharey=True)
+    victims = _victims(rows, references)
+    fig, axes = plt.subplots(1, len(fractions), figsize=(6 * len(fractions) + 1.5, 3.6),
+                             sharey=True)
     axes = [axes] if len(fractions) == 1 else axes
     for ax, fraction in zip(axes, fractions):
         width = 0.8 / len(kinds)
@@ -242,7 +254,7 @@ def plot(rows: List[Dict[str, Any]], budget: int, references: Dict[str, Dict[str
         ax.set_title(f'attacker holds {fraction:.0%} of the training set, {budget} iterations',
                      fontsize=9)
         ax.set_ylabel('mIoU')
-    axes[-1].legend(fontsize=7, loc='lower right')
+    axes[-1].legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)

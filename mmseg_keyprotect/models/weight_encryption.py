@@ -10,8 +10,11 @@ scratch.
 :func:`attach_weight_encryption` adds two hooks to a module:
 
 * a ``state_dict`` hook: every tensor ``name`` leaves as ``bits XOR
-  SHAKE-256(HMAC(key, 'weights/' + name))`` (same dtype and shape), and an
-  entry ``keyprotect_encryption`` records the key's fingerprint; this covers
+  SHAKE-256(HMAC(key, 'weights/' + nonce + '/' + name))`` (same dtype and
+  shape), with a fresh random 16-byte ``nonce`` per ``state_dict()`` call (so two
+  checkpoints never share a keystream: XORing them reveals nothing), and an
+  entry ``keyprotect_encryption`` holds the key's fingerprint and the nonce
+  (neither is secret); this covers
   mmengine's checkpoints (``get_state_dict`` runs the hooks) and
   ``torch.save(model.state_dict())``;
 * a load pre-hook: a ``state_dict`` carrying ``keyprotect_encryption`` is
@@ -28,6 +31,7 @@ keyed model gets them (and the key). This protects files, not processes.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -48,23 +52,30 @@ class EncryptedWeightsError(ValueError):
     """Encrypted weights met a key other than the one they were encrypted with."""
 
 
-def _keystream(key: SecretKey, name: str, length: int) -> np.ndarray:
-    seed = key.derive_bytes(f'weights/{name}', 32)
+_NONCE_BYTES = 16
+_FINGERPRINT_BYTES = 8
+
+
+def _keystream(key: SecretKey, nonce: bytes, name: str, length: int) -> np.ndarray:
+    seed = key.derive_bytes(f'weights/{nonce.hex()}/{name}', 32)
     return np.frombuffer(hashlib.shake_256(seed).digest(length), dtype=np.uint8)
 
 
-def xor_tensor(tensor: Tensor, key: SecretKey, name: str) -> Tensor:
-    """``tensor``'s bytes XOR the keystream of ``name``: encrypts and decrypts (a new tensor)."""
+def xor_tensor(tensor: Tensor, key: SecretKey, name: str, nonce: bytes = b'') -> Tensor:
+    """``tensor``'s bytes XOR the keystream of ``(nonce, name)``: encrypts and decrypts.
+
+    Returns a new tensor of the same dtype, shape and device.
+    """
     source = tensor.detach().cpu().contiguous()
     raw = source.reshape(-1).view(torch.uint8).numpy() if source.numel() else \
         np.zeros(0, np.uint8)
-    mixed = np.bitwise_xor(raw, _keystream(key, name, raw.size))
+    mixed = np.bitwise_xor(raw, _keystream(key, nonce, name, raw.size))
     out = torch.from_numpy(mixed.copy()).view(source.dtype).reshape(source.shape)
     return out.to(tensor.device)
 
 
-def _fingerprint_tensor(key: SecretKey) -> Tensor:
-    return torch.tensor(list(bytes.fromhex(key.fingerprint)), dtype=torch.uint8)
+def _marker(key: SecretKey, nonce: bytes) -> Tensor:
+    return torch.tensor(list(bytes.fromhex(key.fingerprint) + nonce), dtype=torch.uint8)
 
 
 def is_encrypted_state_dict(state_dict: Dict[str, Any], prefix: str = '') -> bool:
@@ -88,9 +99,10 @@ class _WeightEncryption:
 
     def encrypt(self, module: nn.Module, state_dict: Dict[str, Any], prefix: str,
                 local_metadata: Any) -> Dict[str, Any]:
+        nonce = os.urandom(_NONCE_BYTES)
         for name in self._names(state_dict, prefix):
-            state_dict[name] = xor_tensor(state_dict[name], self.key, name[len(prefix):])
-        state_dict[prefix + MARKER] = _fingerprint_tensor(self.key)
+            state_dict[name] = xor_tensor(state_dict[name], self.key, name[len(prefix):], nonce)
+        state_dict[prefix + MARKER] = _marker(self.key, nonce)
         return state_dict
 
     def decrypt(self, module: nn.Module, state_dict: Dict[str, Any], prefix: str,
@@ -99,14 +111,19 @@ class _WeightEncryption:
         marker = state_dict.pop(prefix + MARKER, None)
         if marker is None:
             return
-        stored = bytes(marker.tolist()).hex()
+        raw = bytes(marker.tolist())
+        if len(raw) != _FINGERPRINT_BYTES + _NONCE_BYTES:
+            raise EncryptedWeightsError(f'{prefix + MARKER!r} has {len(raw)} bytes, expected '
+                                        f'{_FINGERPRINT_BYTES + _NONCE_BYTES}: not written by '
+                                        'this version of mmseg_keyprotect')
+        stored, nonce = raw[:_FINGERPRINT_BYTES].hex(), raw[_FINGERPRINT_BYTES:]
         if stored != self.key.fingerprint:
             raise EncryptedWeightsError(
                 f'the weights are encrypted with the key of fingerprint {stored}, but the '
                 f'model was given the key of fingerprint {self.key.fingerprint}; give the '
                 'key the model was trained with')
         for name in self._names(state_dict, prefix):
-            state_dict[name] = xor_tensor(state_dict[name], self.key, name[len(prefix):])
+            state_dict[name] = xor_tensor(state_dict[name], self.key, name[len(prefix):], nonce)
 
 
 def attach_weight_encryption(module: nn.Module, key: KeySpec) -> None:

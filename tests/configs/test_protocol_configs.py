@@ -45,8 +45,9 @@ from mmseg_keyprotect.transforms import BlockCipher, BlockNegPos
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / 'configs'
 SPLITS = CONFIGS / '_base_' / 'splits'
+# Model configs; attack configs (configs/attacks/) are tested in test_attack_configs.py.
 ALL_CONFIGS = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob('*.py')
-                     if '_base_' not in p.relative_to(CONFIGS).parts)
+                     if not {'_base_', 'attacks'} & set(p.relative_to(CONFIGS).parts))
 BASELINE = 'baseline/fcn_r50-d8_100e_voc12-256x256.py'
 BLOCK_CONFIGS = [n for n in ALL_CONFIGS if n.startswith('block_encryption/')]
 PERM_CONFIGS = [f'feature_permutation/fcn_r50-d8_perm-m{m}_100e_voc12-256x256.py'

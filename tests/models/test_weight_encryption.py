@@ -130,10 +130,30 @@ def test_attach_twice_is_an_error(key):
 
 
 def test_keystream_is_pinned_to_the_key_derivation(seed_key):
-    """Known answer: the keystream is SHAKE-256 of HMAC(key, 'weights/NAME')."""
+    """Known answer: the keystream is SHAKE-256 of HMAC(key, 'weights/NONCE/NAME')."""
     t = torch.zeros(4, dtype=torch.uint8)
-    stream = hashlib.shake_256(seed_key.derive_bytes('weights/w', 32)).digest(4)
-    assert bytes(xor_tensor(t, seed_key, 'w').tolist()) == stream
+    nonce = bytes(range(16))
+    stream = hashlib.shake_256(seed_key.derive_bytes(f'weights/{nonce.hex()}/w', 32)).digest(4)
+    assert bytes(xor_tensor(t, seed_key, 'w', nonce).tolist()) == stream
+
+
+def test_every_save_uses_a_fresh_keystream(key):
+    """Two saves of the same weights share no keystream (no two-time pad)."""
+    model = segmentor(key)
+    first, second = model.state_dict(), model.state_dict()
+    assert not torch.equal(first[MARKER], second[MARKER])
+    name = 'backbone.stem.0.weight'
+    assert not torch.equal(first[name], second[name])
+    fresh = segmentor(key)
+    fresh.load_state_dict(second)
+    assert torch.equal(fresh.backbone.stem[0].weight, model.backbone.stem[0].weight)
+
+
+def test_truncated_marker_is_an_error(key):
+    state = segmentor(key).state_dict()
+    state[MARKER] = state[MARKER][:8]
+    with pytest.raises(EncryptedWeightsError, match='has 8 bytes, expected 24'):
+        segmentor(key).load_state_dict(state)
 
 
 def test_descriptor_records_weight_encryption_and_detects_a_mismatch(key):

@@ -30,7 +30,7 @@ from mmseg_keyprotect.engine import (KeyCondition, ProtectionMismatchError,
 from mmseg_keyprotect.engine.hooks import META_KEY
 from mmseg_keyprotect.key_sources import replace_key_sources, resolve_key_sources
 from mmseg_keyprotect.keys import SecretKey
-from mmseg_keyprotect.models.weight_encryption import disable_weight_decryption
+from mmseg_keyprotect.models.protected import disable_weight_decryption
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 

@@ -23,6 +23,7 @@ import numpy as np
 from mmengine.config import Config, ConfigDict
 
 from ..engine.protection import _LOADERS, _is_cipher, _pipelines
+from ..models.protected import PLAIN_SEGMENTOR_TYPES
 
 __all__ = ['AttackSpec', 'RemovedProtection', 'attacker_view', 'attack_runner_config',
            'ATTACK_KINDS']
@@ -30,10 +31,6 @@ __all__ = ['AttackSpec', 'RemovedProtection', 'attacker_view', 'attack_runner_co
 #: Attacks on a stolen model, plus the reference of training from scratch.
 ATTACK_KINDS = ('scratch', 'finetune', 'head_only', 'adapter', 'sinkhorn')
 
-_PROTECTED_SEGMENTORS = {
-    'KeyProtectedEncoderDecoder': 'EncoderDecoder',
-    'KeyProtectedCascadeEncoderDecoder': 'CascadeEncoderDecoder',
-}
 _PROTECTED_BUILDERS = {'KeyProtectedBackbone': 'backbone', 'KeyProtectedHead': 'head'}
 
 
@@ -58,12 +55,12 @@ def _strip_model(node: Any, removed: RemovedProtection, path: str = '') -> Any:
     if isinstance(node, Mapping):
         node = dict(node)
         kind = node.get('type')
-        if kind in _PROTECTED_SEGMENTORS:
+        if kind in PLAIN_SEGMENTOR_TYPES:
             protection = node.pop('protection')
             removed.encrypted_weights |= bool(protection.get('encrypt_weights', False))
             points = protection.get('points') or []
             removed.points.extend(points if isinstance(points, (list, tuple)) else [points])
-            node['type'] = _PROTECTED_SEGMENTORS[kind]
+            node['type'] = PLAIN_SEGMENTOR_TYPES[kind]
         elif kind in _PROTECTED_BUILDERS:
             prefix = path.rsplit('.', 1)[-1] if path else ''
             points = node['points'] if isinstance(node['points'], (list, tuple)) \

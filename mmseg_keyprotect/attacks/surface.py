@@ -25,7 +25,7 @@ from mmseg.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from ..models.points import PointSpec, _find_module, _parse_points
+from ..models.points import _find_module, _parse_points
 from .adapters import build_point_adapter
 
 __all__ = ['build_attacked_segmentor', 'ATTACK_ATTR', 'frozen_norm_layers', 'probe']
@@ -132,7 +132,3 @@ def probe(model: nn.Module, size: Optional[Tuple[int, int]] = None) -> None:
     finally:
         model.train(was_training)
 
-
-def point_specs(points: Any) -> List[PointSpec]:
-    """Parse points as :func:`build_attacked_segmentor` does."""
-    return list(_parse_points(points))

@@ -26,7 +26,7 @@ into the unprotected model (which then behaves like the *plain* condition).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 from mmseg.models.segmentors import CascadeEncoderDecoder, EncoderDecoder
 from mmseg.registry import MODELS
@@ -40,10 +40,17 @@ from .weight_encryption import attach_weight_encryption
 __all__ = [
     'KeyProtectedSegmentorMixin', 'KeyProtectedEncoderDecoder',
     'KeyProtectedCascadeEncoderDecoder', 'build_key_protected_backbone',
-    'build_key_protected_head', 'ChannelPermutationNeck'
+    'build_key_protected_head', 'ChannelPermutationNeck', 'PLAIN_SEGMENTOR_TYPES',
+    'disable_weight_decryption'
 ]
 
 Points = Union[PointLike, Sequence[PointLike]]
+
+#: Each protected segmentor type and the mmseg type it extends.
+PLAIN_SEGMENTOR_TYPES = {
+    'KeyProtectedEncoderDecoder': 'EncoderDecoder',
+    'KeyProtectedCascadeEncoderDecoder': 'CascadeEncoderDecoder',
+}
 
 
 class KeyProtectedSegmentorMixin:
@@ -219,3 +226,37 @@ class ChannelPermutationNeck(nn.Module):
                              f'outputs (in_channels={self.in_channels}), got {len(inputs)}')
         return tuple(self.perms[str(i)](x) if str(i) in self.perms else x
                      for i, x in enumerate(inputs))
+
+
+def disable_weight_decryption(cfg: Any) -> List[str]:
+    """Turn ``encrypt_weights`` off in every ``protection`` of a config, in place.
+
+    What someone who holds a checkpoint but not its key runs: the stored
+    (encrypted) tensors are loaded as they are. A protection left with no
+    points becomes mmseg's unprotected segmentor type.
+
+    Args:
+        cfg: an ``mmengine.Config``, ``ConfigDict`` or dict.
+
+    Returns:
+        list[str]: the config paths of the protections changed.
+    """
+    changed = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict) or hasattr(node, 'items'):
+            protection = node.get('protection')
+            if hasattr(protection, 'get') and protection.get('encrypt_weights'):
+                protection['encrypt_weights'] = False
+                if not protection.get('points') and node.get('type') in PLAIN_SEGMENTOR_TYPES:
+                    node['type'] = PLAIN_SEGMENTOR_TYPES[node['type']]
+                    node.pop('protection')
+                changed.append(f'{path}.protection'.lstrip('.'))
+            for field, value in list(node.items()):
+                walk(value, f'{path}.{field}')
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                walk(value, f'{path}.{i}')
+
+    walk(getattr(cfg, '_cfg_dict', cfg), '')
+    return changed

@@ -41,8 +41,7 @@ from torch import Tensor, nn
 from ..keys import KeySpec, SecretKey, resolve_key
 
 __all__ = ['attach_weight_encryption', 'EncryptedWeightsError', 'MARKER',
-           'is_encrypted_state_dict', 'xor_tensor', 'weight_encryption_fingerprint',
-           'disable_weight_decryption']
+           'is_encrypted_state_dict', 'xor_tensor', 'weight_encryption_fingerprint']
 
 #: ``state_dict`` entry that marks encrypted weights; holds the key fingerprint (non-secret).
 MARKER = 'keyprotect_encryption'
@@ -150,38 +149,3 @@ def weight_encryption_fingerprint(module: nn.Module) -> Optional[str]:
     hooks = getattr(module, '_keyprotect_weight_encryption', None)
     return None if hooks is None else hooks.key.fingerprint
 
-
-def disable_weight_decryption(cfg: Any) -> List[str]:
-    """Turn ``encrypt_weights`` off in every ``protection`` of a config, in place.
-
-    What someone who holds a checkpoint but not its key runs: the stored
-    (encrypted) tensors are loaded as they are. A protection left with no
-    points becomes mmseg's unprotected segmentor type.
-
-    Args:
-        cfg: an ``mmengine.Config``, ``ConfigDict`` or dict.
-
-    Returns:
-        list[str]: the config paths of the protections changed.
-    """
-    plain_types = {'KeyProtectedEncoderDecoder': 'EncoderDecoder',
-                   'KeyProtectedCascadeEncoderDecoder': 'CascadeEncoderDecoder'}
-    changed = []
-
-    def walk(node: Any, path: str) -> None:
-        if isinstance(node, dict) or hasattr(node, 'items'):
-            protection = node.get('protection')
-            if hasattr(protection, 'get') and protection.get('encrypt_weights'):
-                protection['encrypt_weights'] = False
-                if not protection.get('points') and node.get('type') in plain_types:
-                    node['type'] = plain_types[node['type']]
-                    node.pop('protection')
-                changed.append(f'{path}.protection'.lstrip('.'))
-            for field, value in list(node.items()):
-                walk(value, f'{path}.{field}')
-        elif isinstance(node, (list, tuple)):
-            for i, value in enumerate(node):
-                walk(value, f'{path}.{i}')
-
-    walk(getattr(cfg, '_cfg_dict', cfg), '')
-    return changed

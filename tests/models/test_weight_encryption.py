@@ -168,7 +168,7 @@ def test_descriptor_records_weight_encryption_and_detects_a_mismatch(key):
 
 
 def test_disable_weight_decryption_in_a_config(key):
-    from mmseg_keyprotect.models.weight_encryption import disable_weight_decryption
+    from mmseg_keyprotect.models.protected import disable_weight_decryption
     cfg = dict(model=dict(type='KeyProtectedEncoderDecoder',
                           protection=dict(key=key, points=['a'], encrypt_weights=True)))
     assert disable_weight_decryption(cfg) == ['model.protection']

@@ -1,7 +1,7 @@
 """No key material in a work_dir: train, test and visualise with mmseg's tools, then scan.
 
 For each protection kind of the demo (block-wise encryption, SHF; feature-map
-permutation, Model-6) a protected model is trained two iterations with mmseg's
+permutation, Model-6; the recommended six points with encrypted weights) a protected model is trained two iterations with mmseg's
 ``tools/train.py`` (validation and checkpoints at iteration 2), evaluated with
 ``tools/test.py`` under the key-condition test loop and drawn with
 ``tools/visualize_conditions.py``. Every file of the work_dir (dumped config,
@@ -35,7 +35,13 @@ REPO = Path(__file__).resolve().parents[1]
 KINDS = {
     'shf-b2': REPO / 'configs' / 'demo' / 'fcn_r18-d8_shf-b2_demo.py',
     'perm-m6': REPO / 'configs' / 'demo' / 'fcn_r18-d8_perm-m6_demo.py',
+    # the demo default: six permutation points and the weights encrypted with the key
+    'perm-m1to6-encw': REPO / 'configs' / 'demo' / 'fcn_r18-d8_perm-m1to6-encw_demo.py',
 }
+# Channel counts of the demo model's six points (half-width ResNetV1c-18, FCN head).
+SIX_POINTS = {'backbone.layer1:input': 32, 'backbone.layer1:output': 32,
+              'backbone.layer2:output': 64, 'backbone.layer3:output': 128,
+              'backbone.layer4:output': 256, 'decode_head.conv_seg:input': 64}
 WORK_DIR = 'work_dirs/run'
 
 
@@ -82,9 +88,12 @@ def secret_forms(kind: str, key: SecretKey) -> Dict[str, bytes]:
         perm = key.permutation('shf/block=2/channels=3', 2 * 2 * 3)
         index = gather_index(perm, (64, 64, 3), 2)
         derived = {'block permutation': perm, 'gather index': index[:4096]}
-    else:
+    elif kind == 'perm-m6':
         derived = {'channel permutation': channel_permutation_index(
             key, 'decode_head.conv_seg:input', 64).numpy()}
+    else:
+        derived = {f'channel permutation at {point}': channel_permutation_index(
+            key, point, channels).numpy() for point, channels in SIX_POINTS.items()}
     for name, values in derived.items():
         for dtype in ('<i8', '<i4', '<i2'):
             forms[f'{name} as {dtype}'] = values.astype(dtype).tobytes()

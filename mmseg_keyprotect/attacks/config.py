@@ -16,6 +16,7 @@ protected points are known), but not the key, and some labelled images.
 from __future__ import annotations
 
 import copy
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -205,9 +206,12 @@ def attack_runner_config(victim: Config, checkpoint: Optional[str], spec: Attack
         param_scheduler=dict(type='ParamSchedulerHook'),
         checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=-1, save_last=False),
         sampler_seed=dict(type='DistSamplerSeedHook'))
-    cfg.pop('test_dataloader', None), cfg.pop('test_cfg', None), cfg.pop('test_evaluator', None)
+    for unused in ('test_dataloader', 'test_cfg', 'test_evaluator'):
+        cfg.pop(unused, None)
     cfg.randomness = dict(seed=spec.seed)
     cfg.log_level = 'WARNING'
+    # mmengine keeps one visualizer and message hub per name: one name per run.
+    cfg.experiment_name = f'attack_{spec.slug}_{uuid.uuid4().hex[:8]}'
     cfg.visualizer = dict(type='SegLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')],
-                          name=f'attack_{spec.slug}_{abs(hash(work_dir))}')
+                          name=cfg.experiment_name)
     return cfg, removed

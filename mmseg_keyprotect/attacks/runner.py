@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -61,7 +60,6 @@ def run_attack(victim: Config,
         permutation entry is right, per point) when ``truth`` is given.
     """
     cfg, _ = attack_runner_config(victim, checkpoint, spec, work_dir, dataset_size(victim))
-    cfg.experiment_name = f'attack_{spec.slug}_{uuid.uuid4().hex[:8]}'
     start = time.time()
     runner = Runner.from_cfg(cfg)
     runner.train()

@@ -28,6 +28,8 @@ from mmseg.registry import MODELS
 from ..engine.conditions import find_keyed_components
 from ..key_sources import replace_key_sources
 from ..keys import SecretKey, WeakKeyWarning
+from .config import subset_indices
+from .runner import dataset_size
 
 __all__ = ['KeySearchResult', 'search_seed_keys', 'pixel_accuracy', 'load_stolen_model',
            'using_key', 'few_images_loader']
@@ -140,8 +142,6 @@ def search_seed_keys(model: torch.nn.Module, dataloader: Iterable, seeds: Iterab
 
 def few_images_loader(cfg: Config, count: int, seed: int = 0):
     """A dataloader over ``count`` fixed images of the training set, in this process."""
-    from .config import subset_indices
-    from .runner import dataset_size
     loader = cfg.train_dataloader.copy()
     loader.dataset = cfg.train_dataloader.dataset.copy()
     loader.dataset.pipeline = cfg.test_dataloader.dataset.pipeline

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
-from mmseg.registry import MODELS
+from mmseg.registry import DATASETS, MODELS
 
 from ..models.points import POINTS_ATTR
 from .adapters import SinkhornPermutation
@@ -19,7 +19,6 @@ __all__ = ['run_attack', 'true_permutations', 'dataset_size']
 
 def dataset_size(cfg: Config, loader: str = 'train_dataloader') -> int:
     """Number of samples of a dataloader's dataset (builds the dataset, reads no images)."""
-    from mmseg.registry import DATASETS
     return len(DATASETS.build(cfg[loader].dataset))
 
 

@@ -25,7 +25,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner, load_checkpoint
 from mmseg.registry import MODELS
 
-from ..engine.conditions import find_keyed_components
+from ..engine.conditions import switched_keys
 from ..key_sources import replace_key_sources
 from ..keys import SecretKey, WeakKeyWarning
 from .config import subset_indices
@@ -86,15 +86,8 @@ def using_key(key: SecretKey, *targets: Any) -> Iterator[None]:
     Unlike an *incorrect* :class:`~mmseg_keyprotect.engine.conditions.KeyCondition`,
     a candidate may be the correct key: that is what the search looks for.
     """
-    components = find_keyed_components(*targets)
-    saved = [(c, c.active_key) for c in components]
-    try:
-        for component in components:
-            component.use_key(key)
+    with switched_keys(lambda component: key, *targets):
         yield
-    finally:
-        for component, previous in saved:
-            component.use_key(previous)
 
 
 @torch.no_grad()

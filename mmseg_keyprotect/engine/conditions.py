@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import numpy as np
 from torch import nn
@@ -29,7 +29,8 @@ from ..keyed import KeyedComponent
 from ..keys import SecretKey
 
 __all__ = [
-    'KeyCondition', 'make_conditions', 'walk_containers', 'find_keyed_components', 'key_condition'
+    'KeyCondition', 'make_conditions', 'walk_containers', 'find_keyed_components', 'key_condition',
+    'switched_keys'
 ]
 
 # Attributes through which datasets, dataloaders and pipelines hold their transforms.
@@ -164,11 +165,26 @@ def key_condition(condition: KeyCondition, *targets: Any) -> Iterator[List[Keyed
     Yields:
         list[KeyedComponent]: the components that were switched.
     """
+    with switched_keys(condition.key_for, *targets) as components:
+        yield components
+
+
+@contextlib.contextmanager
+def switched_keys(key_for: Callable[[KeyedComponent], Optional[SecretKey]],
+                  *targets: Any) -> Iterator[List[KeyedComponent]]:
+    """Give each keyed component of ``targets`` the key ``key_for(component)``; restore on exit.
+
+    The mechanism under :func:`key_condition`; ``key_for`` may return any key
+    (``None``: plain), e.g. a candidate in a key search.
+
+    Yields:
+        list[KeyedComponent]: the components that were switched.
+    """
     components = find_keyed_components(*targets)
     saved = [(c, c.active_key) for c in components]
     try:
         for component in components:
-            component.use_key(condition.key_for(component))
+            component.use_key(key_for(component))
         yield components
     finally:
         for component, previous in saved:

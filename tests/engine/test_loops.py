@@ -20,7 +20,7 @@ from mmseg_keyprotect.keys import SecretKey
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / 'configs' / 'demo' / 'fcn_r18-d8_baseline_demo.py'
-KEY = dict(seed=21)
+KEY = dict(seed=21, published=True)
 POINTS = {
     'm1': ['backbone.layer1:input'],
     'm6': ['decode_head.conv_seg:input'],

@@ -18,6 +18,7 @@ from mmseg_keyprotect.engine import (KeyCondition, KeyIndependentPrefix, find_ke
                                      key_condition)
 from mmseg_keyprotect.engine.protection import (check_block_alignment, check_protection,
                                                 describe_protection)
+from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.models import BatchedBlockCipher, BlockCipherSegDataPreProcessor
 from mmseg_keyprotect.models.batched_ciphers import hwc_to_chw_index
 from mmseg_keyprotect.transforms.blocks import gather_index
@@ -189,13 +190,16 @@ def test_tables_follow_the_batch_device(key):
                            pre.batched.encrypt(cpu, key))
 
 
-def test_copies_and_repr_hold_no_key_material(key):
+def test_copies_and_repr_hold_no_key_material(key_file):
+    key = SecretKey.from_file(key_file)  # pickles as its source, as workers need
     pre = preprocessor('BlockFFX', key)
     pre(batch(images(2)))  # build the tables first
     text = repr(pre)
     assert key.fingerprint in text and key.export_hex() not in text
     assert "cipher=BlockFFX(block_size=4" in text and "condition='correct'" in text
-    assert not pickle.loads(pickle.dumps(pre)).batched._tables
+    data = pickle.dumps(pre)
+    assert bytes.fromhex(key.export_hex()) not in data and key.export_hex().encode() not in data
+    assert not pickle.loads(data).batched._tables
     assert torch.equal(copy.deepcopy(pre)(batch(images(2)))['inputs'],
                        pre(batch(images(2)))['inputs'])
 

@@ -157,6 +157,10 @@ class BlockCipher(BaseTransform, KeyedComponent):
         state['_tables'] = OrderedDict()
         return state
 
+    def describe(self) -> Dict[str, Any]:
+        """``{'type': 'BlockShuffle', 'block_size': M, 'key': FINGERPRINT}``."""
+        return {**super().describe(), 'block_size': self.block_size}
+
     def _extra_repr(self) -> str:
         return ''
 

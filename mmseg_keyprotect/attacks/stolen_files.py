@@ -71,10 +71,7 @@ def momentum_init(model_cfg: Mapping[str, Any], checkpoint: str) -> Dict[str, Te
         name = names[index] if index < len(names) else None
         if name is None or buffer.dim() < 2 or buffer.shape != state[name].shape:
             continue  # normalisation layers and biases keep their fresh initialisation
-        values = torch.nan_to_num(buffer.float(), nan=0.0, posinf=0.0, neginf=0.0)
-        spread = float(values.std())
-        scale = float(state[name].float().std()) / spread if spread > 0 else 0.0
-        state[name] = (values * scale).to(state[name].dtype)
+        state[name] = _rescaled(buffer, state[name])
     return state
 
 
@@ -117,6 +114,22 @@ def _counterparts(path: str) -> List[str]:
     if parts[0] == 'optimizer' and len(parts) == 4 and parts[1] == 'state':
         return [f'optimizer/state/{parts[2]}/{parts[3]}', f'param/{parts[2]}']
     return []
+
+
+def _rescaled(buffer: Tensor, fresh: Tensor) -> Tensor:
+    """``buffer`` with outliers clipped, rescaled to the spread of ``fresh``.
+
+    A robust scale (median absolute deviation) and clipping at 5 of it, so
+    that a few huge values (or random bits read as floats) do not decide the
+    scale.
+    """
+    values = torch.nan_to_num(buffer.double(), nan=0.0, posinf=0.0, neginf=0.0)
+    centre = values.median()
+    spread = float((values - centre).abs().median()) * 1.4826
+    if not spread > 0 or not np.isfinite(spread):
+        return fresh.clone()
+    values = ((values - centre) / spread).clamp(-5, 5)
+    return (values / values.std() * fresh.double().std()).to(fresh.dtype)
 
 
 def correlation_audit(work_dir: str, reference: Mapping[str, Tensor],

@@ -19,11 +19,13 @@ import torch
 
 
 def _fcn_r50(protected: bool) -> 'tuple[torch.nn.Module, torch.optim.Optimizer]':
+    import mmseg
     from mmengine.config import Config
     from mmseg.registry import MODELS
 
     from mmseg_keyprotect.keys import SecretKey
-    cfg = Config.fromfile('mmseg::_base_/models/fcn_r50-d8.py').model
+    base = Path(mmseg.__file__).parent / '.mim' / 'configs' / '_base_' / 'models' / 'fcn_r50-d8.py'
+    cfg = Config.fromfile(str(base)).model
     cfg.pretrained = None
     for part in (cfg.backbone, cfg.decode_head, cfg.auxiliary_head):
         part.norm_cfg = dict(type='BN', requires_grad=True)
@@ -42,13 +44,16 @@ def _fcn_r50(protected: bool) -> 'tuple[torch.nn.Module, torch.optim.Optimizer]'
 
 def bench_checkpoint(args: argparse.Namespace) -> None:
     """Sealed vs plain checkpoint save and load time (FCN-R50-D8 + SGD state)."""
+    from mmengine.registry import init_default_scope
     from mmengine.runner import CheckpointLoader
 
+    import mmseg_keyprotect  # noqa: F401  (registers the protected segmentor)
     from mmseg_keyprotect.engine.hooks import open_checkpoint, seal_checkpoint
     from mmseg_keyprotect.models.weight_encryption import (describe_module,
                                                            weight_encryption_key)
     from benchmark import interleaved_times, machine_line
 
+    init_default_scope('mmseg')
     variants: Dict[str, Any] = {name: _fcn_r50(name == 'sealed') for name in ('plain', 'sealed')}
     folder = Path(tempfile.mkdtemp(prefix='bench_ckpt_'))
 

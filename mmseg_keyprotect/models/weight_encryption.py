@@ -46,8 +46,10 @@ import hashlib
 import hmac
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -109,16 +111,46 @@ def _header_mac(key: SecretKey, header: Mapping[str, Any]) -> str:
 
 
 def _raw(tensor: Tensor) -> Tensor:
-    """The bytes of ``tensor`` as a flat ``uint8`` CPU tensor (a copy when needed)."""
+    """The bytes of ``tensor`` as a flat ``uint8`` CPU tensor (a view when it can be)."""
     source = tensor.detach().cpu().contiguous()
     return source.reshape(-1).view(torch.uint8) if source.numel() else \
         torch.zeros(0, dtype=torch.uint8)
 
 
-def _from_bytes(data: bytes, like: Tensor) -> Tensor:
-    out = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else \
-        torch.zeros(0, dtype=torch.uint8)
-    return out.view(like.dtype).reshape(like.shape)
+def _encrypt(aead: AESGCM, index: int, raw: Tensor, aad: bytes) -> Tensor:
+    """``ciphertext || tag`` of ``raw`` in one new ``uint8`` tensor (no other copy)."""
+    out = torch.empty(raw.numel() + _TAG_BYTES, dtype=torch.uint8)
+    if hasattr(aead, 'encrypt_into'):  # cryptography >= 45: no intermediate bytes
+        aead.encrypt_into(_nonce(index), raw.numpy(), aad, out.numpy())
+    else:
+        out.numpy()[:] = np.frombuffer(aead.encrypt(_nonce(index), raw.numpy().tobytes(), aad),
+                                       np.uint8)
+    return out
+
+
+def _decrypt(aead: AESGCM, index: int, sealed: Tensor, tag: bytes, aad: bytes) -> Tensor:
+    """The plaintext bytes of a sealed tensor (``InvalidTag`` if anything differs)."""
+    size = sealed.numel() * sealed.element_size()
+    storage = sealed.untyped_storage()
+    whole = torch.empty(0, dtype=torch.uint8).set_(storage) if storage.device.type == 'cpu' \
+        else None
+    # A sealed tensor is saved as a view of ``ciphertext || tag``: use that storage as it is.
+    if whole is None or sealed.storage_offset() != 0 or not sealed.is_contiguous() or \
+            whole.numel() != size + _TAG_BYTES or whole[size:].numpy().tobytes() != tag:
+        whole = torch.cat([_raw(sealed), torch.tensor(list(tag), dtype=torch.uint8)])
+    plain = torch.empty(size, dtype=torch.uint8)
+    if hasattr(aead, 'decrypt_into'):
+        aead.decrypt_into(_nonce(index), whole.numpy(), aad, plain.numpy())
+    else:
+        plain.numpy()[:] = np.frombuffer(aead.decrypt(_nonce(index), whole.numpy().tobytes(),
+                                                      aad), np.uint8)
+    return plain
+
+
+def _parallel(work: Callable[[int], Any], count: int) -> List[Any]:
+    """``[work(0), ..., work(count - 1)]`` on a thread per core (AES-GCM releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=max(1, min(count, os.cpu_count() or 1))) as pool:
+        return list(pool.map(work, range(count)))
 
 
 def seal(tensors: Sequence[Tuple[Path, Tensor]], key: SecretKey,
@@ -144,11 +176,13 @@ def seal(tensors: Sequence[Tuple[Path, Tensor]], key: SecretKey,
     digest = _digest(descriptor)
     aead = AESGCM(key.derive_bytes(f'seal/{salt}', 32))
     sealed, entries = [], []
-    for i, (path, tensor) in enumerate(tensors):
-        raw = _raw(tensor)
-        out = aead.encrypt(_nonce(i), raw.numpy().tobytes(), _aad(salt, digest, path, tensor))
-        sealed.append(_from_bytes(out[:-_TAG_BYTES], tensor))
-        entries.append([list(path), out[-_TAG_BYTES:].hex()])
+    outs = _parallel(lambda i: _encrypt(aead, i, _raw(tensors[i][1]),
+                                        _aad(salt, digest, *tensors[i])), len(tensors))
+    for (path, tensor), out in zip(tensors, outs):
+        size = out.numel() - _TAG_BYTES
+        # the ciphertext keeps dtype and shape; its storage also holds the tag (16 bytes)
+        sealed.append(out[:size].view(tensor.dtype).reshape(tensor.shape))
+        entries.append([list(path), out[size:].numpy().tobytes().hex()])
     header = {'format': FORMAT, 'kind': kind, 'key': key.fingerprint, 'salt': salt,
               'protection': descriptor, 'tensors': entries}
     header['mac'] = _header_mac(key, header)
@@ -217,17 +251,22 @@ def open_sealed(header: Mapping[str, Any], tensors: Mapping[Path, Tensor], key: 
             + '): tensors were removed or added')
     digest = _digest(sealed_for)
     aead = AESGCM(key.derive_bytes(f'seal/{header["salt"]}', 32))
-    opened = {}
-    for i, (path, tag) in enumerate(entries):
-        tensor = tensors[path]
-        raw = _raw(tensor).numpy().tobytes() + bytes.fromhex(tag)
+
+    def decrypt(i: int) -> Optional[Tensor]:
+        path, tag = entries[i]
         try:
-            plain = aead.decrypt(_nonce(i), raw, _aad(header['salt'], digest, path, tensor))
+            return _decrypt(aead, i, tensors[path], bytes.fromhex(tag),
+                            _aad(header['salt'], digest, path, tensors[path]))
         except InvalidTag:
+            return None
+
+    opened = {}
+    for (path, _), plain in zip(entries, _parallel(decrypt, len(entries))):
+        if plain is None:
             raise EncryptedWeightsError(
                 f'{where}: tensor {_show(path)!r} failed authentication: its bytes were '
-                'changed (e.g. a flipped bit) or it comes from another checkpoint') from None
-        opened[path] = _from_bytes(plain, tensor)
+                'changed (e.g. a flipped bit) or it comes from another checkpoint')
+        opened[path] = plain.view(tensors[path].dtype).reshape(tensors[path].shape)
     return opened
 
 

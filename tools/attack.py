@@ -108,7 +108,10 @@ def _specs(attack_cfg: Config, args: argparse.Namespace) -> List[AttackSpec]:
     budgets = args.budgets or attack_cfg.budgets
     inits = args.inits or attack_cfg.get('inits', ['checkpoint'])
     specs = []
-    for kind, init in [(k, i) for k in kinds for i in inits if k != 'scratch' or i == inits[0]]:
+    # scratch starts from nothing stolen: one run, whatever the inits
+    pairs = [(k, i) for k in kinds for i in inits if k != 'scratch'] + \
+        [('scratch', 'checkpoint')] * ('scratch' in kinds)
+    for kind, init in pairs:
         for fraction in fractions:
             for budget in budgets:
                 scheduler = attack_cfg.param_schedulers.get(kind)

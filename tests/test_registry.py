@@ -52,6 +52,7 @@ EXAMPLES = {
     'KeyConditionTestLoop': ('LOOPS', dict(type='KeyConditionTestLoop', incorrect=2)),
     'KeyConditionValLoop': ('LOOPS', dict(type='KeyConditionValLoop', plain=True)),
     'KeyProtectionHook': ('HOOKS', dict(type='KeyProtectionHook', strict=True)),
+    'PerImageIoUMetric': ('METRICS', dict(type='PerImageIoUMetric', ignore_index=255)),
     'AttackedSegmentor': ('MODELS', dict(
         type='AttackedSegmentor',
         segmentor=dict(type='EncoderDecoder', backbone=_RESNET, decode_head=_HEAD),

@@ -51,8 +51,8 @@ from mmseg.registry import LOOPS
 from torch.utils.data import DataLoader
 
 from ..keyed import KeyedComponent
-from ..transforms import BlockCipher
 from ..models.permutation import ChannelPermutation
+from ..transforms import BlockCipher
 from .conditions import (KeyCondition, draw_incorrect_keys, find_keyed_components, key_condition,
                          walk_containers)
 from .hooks import register_protection_hook
@@ -345,14 +345,9 @@ class _IncorrectKeys:
         """correct, plain, then incorrect keys whose derived tables are all distinct."""
         if self._conditions is None:
             components = find_keyed_components(model, dataloader)
-            keys: List[Any] = []
-            if self.incorrect and components:
+            if self.incorrect:
                 _size_lazy_permutations(model, dataloader, components)
-                keys, self.rejected = draw_incorrect_keys(self.incorrect, self.seed,
-                                                          find_keyed_components(model,
-                                                                                dataloader))
-            elif self.incorrect:
-                keys, _ = draw_incorrect_keys(self.incorrect, self.seed)
+            keys, self.rejected = draw_incorrect_keys(self.incorrect, self.seed, components)
             conditions = [KeyCondition.correct()] if self.correct else []
             if self.plain:
                 conditions.append(KeyCondition.plain())

@@ -49,6 +49,7 @@ EXAMPLES = {
         cipher=dict(type='BlockShuffle', block_size=4, key=KEY))),
     'SyntheticVOCDataset': ('DATASETS', dict(type='SyntheticVOCDataset',
                                              data_root='{data_root}', **_VAL)),
+    'PerImageIoUMetric': ('METRICS', dict(type='PerImageIoUMetric', ignore_index=255)),
     'KeyConditionTestLoop': ('LOOPS', dict(type='KeyConditionTestLoop', incorrect=2)),
     'KeyConditionValLoop': ('LOOPS', dict(type='KeyConditionValLoop', plain=True)),
     'KeyProtectionHook': ('HOOKS', dict(type='KeyProtectionHook', strict=True)),

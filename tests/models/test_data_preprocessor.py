@@ -77,6 +77,17 @@ def test_batched_cipher_equals_the_pipeline_transform(name, block_size, key):
         assert np.array_equal(got, expected)  # bit-identical
 
 
+@pytest.mark.parametrize('mode', ['keyed', 'paper'])
+def test_batched_ffx_is_bit_identical_in_both_modes(mode, key, other_key):
+    transform = TRANSFORMS.build(dict(type='BlockFFX', block_size=4, key=key, mode=mode))
+    imgs = images()
+    batched = BatchedBlockCipher(transform)
+    for k in (key, other_key):
+        expected = np.stack([transform.encrypt(i, k) for i in imgs])
+        got = batched.encrypt(torch.stack(packed(imgs)), k).numpy().transpose(0, 2, 3, 1)
+        assert np.array_equal(got, expected)
+
+
 @pytest.mark.parametrize('name', ['BlockShuffle', 'BlockNegPos'])
 def test_float_batches_equal_the_pipeline_transform(name, key):
     transform = TRANSFORMS.build(dict(type=name, block_size=4, key=key))

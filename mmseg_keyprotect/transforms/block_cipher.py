@@ -329,5 +329,9 @@ class BlockFFX(BlockCipher):
         index = np.add(img.reshape(-1), offset, dtype=np.uint16)
         return np.take(table, index)
 
+    def describe(self) -> Dict[str, Any]:
+        """Also the mode: a model trained on one FFX mode's images is not the other's."""
+        return {**super().describe(), 'mode': self.mode}
+
     def _extra_repr(self) -> str:
         return f', mode={self.mode!r}'

@@ -33,6 +33,7 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from ..keys import KeySpec, resolve_key
+from .auto_points import resolve_points
 from .permutation import ChannelPermutation
 from .points import PointLike, attach_permutations
 from .weight_encryption import attach_weight_encryption
@@ -64,6 +65,10 @@ class KeyProtectedSegmentorMixin:
             ``prefix=''``; see
             :func:`~mmseg_keyprotect.models.points.attach_permutations`.
             Paths are relative to the segmentor (``'backbone.layer1'``).
+            ``points='auto'`` (or a preset, ``'recommended'``,
+            ``'backbone-stages'``, ``'classifier-input'``, also inside a list)
+            chooses the points from the built model
+            (:func:`~mmseg_keyprotect.models.auto_points.resolve_points`).
             ``encrypt_weights=True`` also encrypts the segmentor's ``state_dict``
             (so its checkpoints) with the key
             (:func:`~mmseg_keyprotect.models.weight_encryption.attach_weight_encryption`);
@@ -73,6 +78,8 @@ class KeyProtectedSegmentorMixin:
     def __init__(self, *args: Any, protection: Mapping[str, Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         protection = dict(protection)
+        if protection.get('points'):
+            protection['points'] = resolve_points(self, protection['points'])
         encrypt = protection.pop('encrypt_weights', False)
         if not isinstance(encrypt, bool):
             raise ValueError(f'protection.encrypt_weights must be True or False, got {encrypt!r}')

@@ -13,9 +13,11 @@ Instead of module paths, ``protection=dict(points=...)`` may name a preset:
 A list may mix preset names and explicit points
 (``['backbone-stages', 'backbone.layer1:input']``).
 
-The points are found by tracing one forward pass of the model on a small
-random input (eval mode, no gradients, local random generator, so nothing of
-the model or the global RNG changes). A backbone output is placed, in this
+The points are found by tracing a forward pass of the model on a small
+random input, in eval mode and in train mode (no gradients, a local random
+generator, buffers restored, so nothing of the model or the global RNG
+changes); a point must exist in both modes (some models return extra
+outputs when training). A backbone output is placed, in this
 order of preference, at the shallowest backbone submodule (called once) that
 returns that very tensor (``'backbone.layer3'``, or ``'backbone.stage4:output[2]'``
 for an element of a returned list), then at a submodule whose ``(N, L, C)`` /
@@ -34,6 +36,7 @@ without mmseg; :func:`trace_segmentor` makes one from a model and
 from __future__ import annotations
 
 import difflib
+import logging
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -108,6 +111,7 @@ class ModelTrace:
         backbone_returns_sequence: whether the backbone returned a tuple/list.
         with_neck: whether the backbone outputs go through a neck.
         heads: the decode and auxiliary heads.
+        input_size: ``(H, W)`` of the traced input.
     """
 
     calls: List[ModuleCall] = field(default_factory=list)
@@ -115,6 +119,7 @@ class ModelTrace:
     backbone_returns_sequence: bool = True
     with_neck: bool = False
     heads: List[HeadInfo] = field(default_factory=list)
+    input_size: Optional[Tuple[int, int]] = None
 
     def call_counts(self) -> Dict[str, int]:
         """How many times each module path was called."""
@@ -268,8 +273,9 @@ def _head_infos(model: nn.Module) -> List[Tuple[HeadInfo, nn.Module]]:
 
 
 def _input_channels(model: nn.Module) -> int:
-    channels = getattr(getattr(model, 'backbone', None), 'in_channels', 3)
-    return channels if isinstance(channels, int) and not isinstance(channels, bool) else 3
+    """The image channels: from the data preprocessor's ``mean``, else 3."""
+    mean = getattr(getattr(model, 'data_preprocessor', None), 'mean', None)
+    return int(mean.numel()) if isinstance(mean, Tensor) and mean.numel() > 0 else 3
 
 
 def _trace_sizes(model: nn.Module) -> List[Tuple[int, int]]:
@@ -281,17 +287,22 @@ def _trace_sizes(model: nn.Module) -> List[Tuple[int, int]]:
 
 
 def trace_segmentor(model: nn.Module,
-                    input_size: Optional[Tuple[int, int]] = None) -> ModelTrace:
+                    input_size: Optional[Tuple[int, int]] = None,
+                    training: bool = False) -> ModelTrace:
     """Run a segmentor's backbone, neck and heads once and record every submodule call.
 
-    The model is put in eval mode for the trace and restored afterwards; the
-    input comes from a local generator, so the global RNG is untouched.
+    The model is put in eval (or train) mode for the trace and restored
+    afterwards, without gradients; the input comes from a local generator and
+    the global RNG state and every buffer (batch-norm statistics) are restored,
+    so the model and the RNG are as before.
 
     Args:
         model: an mmseg segmentor (``backbone``, optional ``neck``,
             ``decode_head`` and ``auxiliary_head``, which may be ``ModuleList``s).
-        input_size: ``(H, W)`` of the random input; None tries 64x64, then the
-            data preprocessor's ``size``.
+        input_size: ``(H, W)`` of the random input; None tries 64x64, then
+            (if the backbone or a head fails there) the data preprocessor's
+            ``size``, and keeps the trace in which the fewest heads failed.
+        training: trace in train mode (batch of 2) instead of eval mode (batch of 1).
 
     Returns:
         ModelTrace: the calls, the backbone outputs and the heads.
@@ -304,18 +315,23 @@ def trace_segmentor(model: nn.Module,
         raise ValueError(f'cannot find points in {type(model).__name__}: it has no backbone '
                          'module; give the points as module paths')
     sizes = [tuple(input_size)] if input_size is not None else _trace_sizes(model)
-    errors = []
+    errors, traces = [], []
     for size in sizes:
         try:
-            return _trace_at(model, size)
+            traces.append(_trace_at(model, size, training))
         except Exception as error:  # a backbone that needs another input size
             errors.append(f'{size[0]}x{size[1]}: {type(error).__name__}: {error}')
+            continue
+        if not any(head.error for head in traces[-1].heads):
+            break  # else a head may need a larger input (e.g. a large pooling window)
+    if traces:
+        return min(traces, key=lambda t: sum(head.error is not None for head in t.heads))
     raise ValueError(f'cannot trace {type(model).__name__} to find points (tried '
                      f'{"; ".join(errors)}); give the points as module paths')
 
 
-def _trace_at(model: nn.Module, size: Tuple[int, int]) -> ModelTrace:
-    trace = ModelTrace()
+def _trace_at(model: nn.Module, size: Tuple[int, int], training: bool) -> ModelTrace:
+    trace = ModelTrace(input_size=size)
 
     def record(path: str, module: nn.Module, args: Tuple[Any, ...], output: Any) -> None:
         trace.calls.append(ModuleCall(path, module, args[0] if args else None, output))
@@ -326,10 +342,12 @@ def _trace_at(model: nn.Module, size: Tuple[int, int]) -> ModelTrace:
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device('cpu')
     generator = torch.Generator().manual_seed(0)
-    inputs = torch.randn(1, _input_channels(model), *size, generator=generator).to(device)
+    inputs = torch.randn(2 if training else 1, _input_channels(model), *size,
+                         generator=generator).to(device)
+    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
     try:
-        model.eval()
-        with torch.no_grad():
+        model.train(training)
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             outputs = model.backbone(inputs)
             trace.backbone_returns_sequence = isinstance(outputs, (tuple, list))
             trace.backbone_outputs = list(outputs) if trace.backbone_returns_sequence \
@@ -342,6 +360,10 @@ def _trace_at(model: nn.Module, size: Tuple[int, int]) -> ModelTrace:
         for handle in handles:
             handle.remove()
         model.train(was_training)
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                if name in buffers:
+                    buffer.copy_(buffers[name])
     return trace
 
 
@@ -395,12 +417,21 @@ def resolve_points(model: nn.Module,
     if not any(is_preset(item) for item in items):
         return points
     trace = trace_segmentor(model, input_size)
+    train_trace = _train_trace(model, trace, input_size)
     resolved: List[PointLike] = []
     for item in items:
         if not is_preset(item):
             resolved.append(item)
             continue
         chosen = _select(trace, item)
+        if train_trace is not None:
+            in_training = _select(train_trace, item)
+            dropped = [p.name() for p in chosen if p not in in_training]
+            if dropped:
+                print_log(f'{type(model).__name__}: points={item!r}: {dropped} exist only in '
+                          'eval mode (the module returns something else when training); '
+                          'left out', logger='current')
+            chosen = [p for p in chosen if p in in_training]
         if not chosen:
             failed = [f'{h.path} ({h.error})' for h in trace.heads if h.error]
             raise ValueError(f'points={item!r} selects no point in {type(model).__name__}'
@@ -411,6 +442,22 @@ def resolve_points(model: nn.Module,
     print_log(f'{type(model).__name__}: points={points!r} resolved to [{names}]',
               logger='current')
     return resolved
+
+
+def _train_trace(model: nn.Module, trace: ModelTrace,
+                 input_size: Optional[Tuple[int, int]]) -> Optional[ModelTrace]:
+    """A train-mode trace at the size the eval trace used; None if training cannot be traced.
+
+    Some models return other things when training (e.g. extra outputs for
+    auxiliary losses); a point must exist in both modes.
+    """
+    size = input_size or trace.input_size
+    try:
+        return trace_segmentor(model, size, training=True)
+    except ValueError as error:  # e.g. SyncBN on CPU inside a process group
+        print_log(f'{type(model).__name__}: cannot trace in train mode, so the points are '
+                  f'those of eval mode ({error})', logger='current', level=logging.WARNING)
+        return None
 
 
 def _select(trace: ModelTrace, preset: str) -> List[PointSpec]:

@@ -203,7 +203,7 @@ def test_unknown_preset_is_a_value_error_naming_it(key_file, bad, hint):
 
 def test_preset_that_selects_nothing_names_the_preset(key_file, monkeypatch):
     model = MODELS.build(fcn_r18(key_file, ['decode_head.conv_seg:input']))
-    monkeypatch.setattr(auto_points, 'trace_segmentor', lambda *a: ModelTrace(
+    monkeypatch.setattr(auto_points, 'trace_segmentor', lambda *a, **k: ModelTrace(
         heads=[HeadInfo('decode_head', 3, None, error='TypeError: needs img metas')]))
     with pytest.raises(ValueError, match=r"points='classifier-input' selects no point.*"
                        r'needs img metas'):

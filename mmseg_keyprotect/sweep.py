@@ -35,7 +35,7 @@ import tempfile
 import time
 import traceback
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -436,8 +436,13 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
     return result
 
 
-def _one_line(error: BaseException, limit: int = 240) -> str:
-    text = ' '.join(f'{type(error).__name__}: {error}'.split())
+def _one_line(error: BaseException) -> str:
+    return clean_reason(f'{type(error).__name__}: {error}')
+
+
+def clean_reason(text: str, limit: int = 240) -> str:
+    """One line, without machine-specific paths (mmengine's ``sys.path`` dump), shortened."""
+    text = ' '.join(text.split(', the current sys.path is:')[0].split())
     return text if len(text) <= limit else text[:limit - 3] + '...'
 
 
@@ -528,7 +533,8 @@ def markdown_table(results: Sequence[FamilyResult], header: str = '') -> str:
              '| status | reason |', '|---|---|---|---|---|']
     for r in results:
         points = '<br>'.join(f'`{p}`' for p in r.points) or '-'
-        reason = '-' if r.reason is None else f'{r.stage}: {r.reason}'.replace('|', '\\|')
+        reason = '-' if r.reason is None else \
+            f'{r.stage}: {clean_reason(r.reason)}'.replace('|', '\\|')
         lines.append(f'| {r.family} | `{r.config}` | {points} | {r.status} | {reason} |')
     return '\n'.join(lines).lstrip() + '\n'
 

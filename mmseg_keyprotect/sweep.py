@@ -265,13 +265,17 @@ def predict_logits(model: nn.Module, inputs: Tensor) -> Tensor:
     """The segmentation logits ``model.predict`` gives for ``inputs`` (stacked, float).
 
     ``predict`` is the inference path every segmentor implements (cascades and
-    heads with extra outputs included), unlike ``mode='tensor'``.
+    heads with extra outputs included), unlike ``mode='tensor'``. It runs with
+    the global RNG seeded (and restored afterwards): some heads draw random
+    numbers at inference (SegNeXt's Hamburger initialises its NMF bases
+    randomly), and outputs are compared across processes.
     """
     size = tuple(inputs.shape[-2:])
     metas = [dict(img_shape=size, ori_shape=size, pad_shape=size)] * len(inputs)
     from mmseg.structures import SegDataSample
     samples = [SegDataSample(metainfo=meta) for meta in metas]
-    with torch.no_grad():
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
         results = model.predict(inputs, samples)
     return torch.stack([r.seg_logits.data.float() for r in results])
 

@@ -38,8 +38,9 @@ model = dict(type='KeyProtectedEncoderDecoder',   # KeyProtectedCascadeEncoderDe
 ```
 
 then shrunk for a CPU ({size}x{size} inputs, batch 2, no pretrained weights, SyncBN -> BN,
-`whole` inference, fewer transformer layers where the table in `mmseg_keyprotect/sweep.py` says
-so), and checked: the model builds; the correct key, plain and an incorrect key give three
+`whole` inference, fewer transformer layers or a larger input where the table in
+`mmseg_keyprotect/sweep.py` says so; batch-norm statistics from one train-mode batch, as in a
+trained model), and checked: the model builds; the correct key, plain and an incorrect key give three
 different outputs; gradients reach every permuted point (the `loss` of every head);
 `KeyConditionTestLoop` runs; the checkpoint (weights encrypted with the key) reloaded in a
 fresh process gives the same outputs. `tests/test_sweep.py` runs the sweep in CI and checks

@@ -26,6 +26,7 @@ setup(
         # mmsegmentation imports these without declaring them
         'ftfy',
         'regex',
+        'cryptography>=42',  # AES-GCM sealing of checkpoints (models/weight_encryption.py)
         'numpy',
         'opencv-python',
         'pyffx',

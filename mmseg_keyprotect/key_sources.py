@@ -25,23 +25,24 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, MutableMapping, Tuple
 
-from .keys import KeySpec, SecretKey, resolve_key
+from .keys import REDACTED, SOURCE_FIELDS, KeySpec, SecretKey, resolve_key
 
-__all__ = ['is_key_source', 'find_key_sources', 'replace_key_sources', 'resolve_key_sources']
-
-_SOURCE_FIELDS = ('file', 'env', 'seed')
+__all__ = ['is_key_source', 'find_key_sources', 'replace_key_sources', 'resolve_key_sources',
+           'redact_key_sources']
 
 
 def is_key_source(value: Any) -> bool:
     """Whether ``value`` is a key as configs give it: a :class:`SecretKey` or a
-    dict with exactly one of ``file=``, ``env=``, ``seed=`` (and optionally
-    ``type='SecretKey'``)."""
+    dict with exactly one of ``file=``, ``env=``, ``seed=``, the optional fields
+    that source takes (:data:`~mmseg_keyprotect.keys.SOURCE_FIELDS`) and
+    optionally ``type='SecretKey'``."""
     if isinstance(value, SecretKey):
         return True
     if not isinstance(value, Mapping) or value.get('type', 'SecretKey') != 'SecretKey':
         return False
     fields = set(value) - {'type'}
-    return len(fields) == 1 and fields <= set(_SOURCE_FIELDS)
+    primary = fields & set(SOURCE_FIELDS)
+    return len(primary) == 1 and fields <= primary | set(SOURCE_FIELDS[next(iter(primary))])
 
 
 def _root(cfg: Any) -> Any:
@@ -135,6 +136,36 @@ def resolve_key_sources(cfg: Any) -> Dict[str, SecretKey]:
         _set(container, field, cache[ident])
         resolved[path] = cache[ident]
     return resolved
+
+
+def redact_key_sources(cfg: Any) -> List[str]:
+    """Remove what a config's key sources say about the key itself, in place.
+
+    A seed is the key (``dict(seed=N, published=True)`` becomes
+    ``dict(seed='<redacted>', published=True)``) and a resolved
+    :class:`SecretKey` becomes ``dict(redacted=FINGERPRINT)``. A file path or an
+    environment variable's name is kept: it says where the key is, not what
+    it is, so a dumped config can still be run by the key's owner.
+
+    Args:
+        cfg: an ``mmengine.Config``, ``ConfigDict`` or plain dict.
+
+    Returns:
+        list[str]: the dotted paths that were redacted.
+    """
+    root = _root(cfg)
+    _thaw_tuples(root)
+    paths = []
+    for path, container, field in list(_walk(root, '')):
+        value = container[field]
+        if isinstance(value, SecretKey):
+            _set(container, field, {'redacted': value.fingerprint})
+        elif 'seed' in value and value['seed'] != REDACTED:
+            _set(container, field, {**value, 'seed': REDACTED})
+        else:
+            continue
+        paths.append(path)
+    return paths
 
 
 def _thaw_tuples(node: Any) -> None:

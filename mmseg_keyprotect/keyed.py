@@ -9,7 +9,7 @@ component of a model and its pipelines, and restores it afterwards.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from .keys import KeySpec, SecretKey, resolve_key
 
@@ -58,6 +58,15 @@ class KeyedComponent:
     def use_correct_key(self) -> None:
         """Go back to the correct key."""
         self.use_key(self._correct_key)
+
+    def describe(self) -> Dict[str, Any]:
+        """A non-secret description for the checkpoint's protection descriptor.
+
+        ``{'type': CLASS NAME, 'key': FINGERPRINT}``; subclasses add what tells
+        their protection apart (a block size, a point). Two components that
+        give the model the same inputs must describe themselves alike.
+        """
+        return {'type': type(self).__name__, 'key': self._correct_key.fingerprint}
 
     def _on_key_change(self) -> None:
         """Hook for subclasses: the active key changed."""

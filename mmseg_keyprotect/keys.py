@@ -1,9 +1,11 @@
 """Secret keys: where a key comes from and what is derived from it.
 
 A :class:`SecretKey` is 32 random bytes. Configs name the *source* of a key
-(``dict(file=...)``, ``dict(env=...)`` or, for paper reproduction only,
-``dict(seed=...)``), never the key itself, so dumped configs, logs and
-checkpoints carry no key material. Everything keyed (permutations, masks, the
+(``dict(file=...)``, ``dict(env=...)`` or, for paper reproduction only, the
+published ``dict(seed=..., published=True)``), never the key itself, so dumped
+configs, logs and checkpoints carry no key material (a run's
+:class:`~mmseg_keyprotect.engine.runner.KeyProtectedRunner` also redacts seeds
+from what it writes). A key pickles as its source, never as its material. Everything keyed (permutations, masks, the
 FFX password) is *derived* from the key with HMAC-SHA256 under a purpose
 string, so different purposes never share a stream and the same key gives the
 same result in every process, rank and platform. Derived permutations and
@@ -18,6 +20,7 @@ Example:
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import os
@@ -25,14 +28,15 @@ import secrets
 import stat
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import numpy as np
 
-__all__ = ['SecretKey', 'KeySpec', 'WeakKeyWarning', 'resolve_key']
+__all__ = ['SecretKey', 'KeySpec', 'WeakKeyWarning', 'resolve_key', 'SOURCE_FIELDS', 'REDACTED']
 
 KEY_BYTES = 32
 _FILE_HEADER = 'mmseg-keyprotect-key-v1'
+_MAX_KEY_FILE_BYTES = 4096
 
 
 class WeakKeyWarning(UserWarning):
@@ -49,20 +53,25 @@ class SecretKey:
         material (bytes): exactly 32 bytes of key material.
         source (str): a human-readable, non-secret description of where the
             key came from (shown in ``repr``). Defaults to ``'bytes'``.
+        spec (dict, optional): the key source that gives this key again
+            (``dict(file=PATH)``, ``dict(env=NAME)``, ...). A key is pickled
+            as its source, never as its material (see :meth:`__reduce__`).
 
     Raises:
         ValueError: if ``material`` is not 32 bytes long.
     """
 
-    __slots__ = ('_material', '_source', '_fingerprint')
+    __slots__ = ('_material', '_source', '_fingerprint', '_spec')
 
-    def __init__(self, material: bytes, source: str = 'bytes') -> None:
+    def __init__(self, material: bytes, source: str = 'bytes',
+                 spec: Optional[Mapping[str, Any]] = None) -> None:
         if not isinstance(material, (bytes, bytearray)):
             raise TypeError(f'key material must be bytes, got {type(material).__name__}')
         if len(material) != KEY_BYTES:
             raise ValueError(f'a key must be {KEY_BYTES} bytes long, got {len(material)} bytes')
         self._material = bytes(material)
         self._source = source
+        self._spec = dict(spec) if spec is not None else None
         self._fingerprint = hmac.new(self._material, b'mmseg-keyprotect/fingerprint',
                                      hashlib.sha256).hexdigest()[:16]
 
@@ -73,39 +82,59 @@ class SecretKey:
         return cls(secrets.token_bytes(KEY_BYTES), source='generated')
 
     @classmethod
-    def from_file(cls, path: Union[str, os.PathLike]) -> 'SecretKey':
+    def from_file(cls, path: Union[str, os.PathLike],
+                  allow_group_read: bool = False) -> 'SecretKey':
         """Read a key file written by :meth:`save` or ``tools/keygen.py``.
 
+        The file is opened without following a symbolic link (``O_NOFOLLOW``)
+        and checked on the open descriptor (``fstat``), so it cannot be swapped
+        between the check and the read: it must be a regular file owned by the
+        current user, with no access for others and, unless
+        ``allow_group_read``, none for the group (``chmod 600 PATH``).
+
         Args:
-            path: the key file. It must not be readable or writable by group
-                or others (like ssh private keys): ``chmod 600 PATH``.
+            path: the key file.
+            allow_group_read: also accept group read access (mode 0640), for a
+                key shared through a group on purpose. Defaults to False.
 
         Raises:
             FileNotFoundError: if the file does not exist.
-            PermissionError: if the file is readable by group/others or cannot be read.
-            ValueError: if the file is not a key file or holds a key of the wrong length.
+            PermissionError: if the path is a symbolic link, the file belongs
+                to another user, its mode lets others (or the group) in, or it
+                cannot be read.
+            ValueError: if the path is not a regular file or not a key file.
         """
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f'key file {str(path)!r} does not exist; '
-                                    f'create one with `python tools/keygen.py {path}`')
-        if not path.is_file():
-            raise ValueError(f'key file {str(path)!r} is not a regular file')
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise PermissionError(
-                f'key file {str(path)!r} has permissions {mode:04o}, which let group or others '
-                f'read it (world-readable key file); run `chmod 600 {path}`')
+        shown = repr(str(path))
+        flags = os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0)
         try:
-            text = path.read_text(encoding='ascii')
-        except (OSError, UnicodeDecodeError) as err:
-            raise PermissionError(f'key file {str(path)!r} cannot be read: '
-                                  f'{type(err).__name__}') from None
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            raise FileNotFoundError(f'key file {shown} does not exist; '
+                                    f'create one with `python tools/keygen.py {path}`') from None
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise PermissionError(f'key file {shown} is a symbolic link; refusing to follow '
+                                      'it (give the path of the key file itself)') from None
+            raise PermissionError(f'key file {shown} cannot be opened: '
+                                  f'{errno.errorcode.get(err.errno, err.errno)}') from None
+        try:
+            _check_key_file(os.fstat(fd), shown, allow_group_read)
+            raw = os.read(fd, _MAX_KEY_FILE_BYTES + 1)
+        finally:
+            os.close(fd)
+        try:
+            text = raw.decode('ascii')
+        except UnicodeDecodeError:
+            text = ''
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if len(lines) != 2 or lines[0] != _FILE_HEADER:
-            raise ValueError(f'{str(path)!r} is not a mmseg-keyprotect key file '
+        if len(raw) > _MAX_KEY_FILE_BYTES or len(lines) != 2 or lines[0] != _FILE_HEADER:
+            raise ValueError(f'{shown} is not a mmseg-keyprotect key file '
                              f'(expected a {_FILE_HEADER!r} header line and one hex line)')
-        return cls(_parse_hex(lines[1], f'key file {str(path)!r}'), source=f'file:{path.name}')
+        spec = {'file': os.path.abspath(path)}
+        if allow_group_read:
+            spec['allow_group_read'] = True
+        return cls(_parse_hex(lines[1], f'key file {shown}'),
+                   source=f'file:{Path(path).name}', spec=spec)
 
     @classmethod
     def from_env(cls, name: str) -> 'SecretKey':
@@ -121,7 +150,8 @@ class SecretKey:
         value = os.environ[name].strip()
         if not value:
             raise ValueError(f'environment variable {name!r} holding the key is empty')
-        return cls(_parse_hex(value, f'environment variable {name!r}'), source=f'env:{name}')
+        return cls(_parse_hex(value, f'environment variable {name!r}'), source=f'env:{name}',
+                   spec={'env': name})
 
     @classmethod
     def from_seed(cls, seed: int) -> 'SecretKey':
@@ -137,7 +167,7 @@ class SecretKey:
             'searching seeds; use it only to reproduce the papers (tools/keygen.py '
             'makes a real key)', WeakKeyWarning, stacklevel=2)
         material = hashlib.sha256(b'mmseg-keyprotect/seed/' + str(int(seed)).encode()).digest()
-        return cls(material, source='seed')
+        return cls(material, source='seed', spec={'seed': int(seed), 'published': True})
 
     @classmethod
     def random(cls, rng: np.random.Generator) -> 'SecretKey':
@@ -146,10 +176,18 @@ class SecretKey:
 
     # ------------------------------------------------------------------ storage
     def save(self, path: Union[str, os.PathLike], overwrite: bool = False) -> Path:
-        """Write the key to ``path`` with mode 0600.
+        """Write the key to ``path`` with mode 0600, atomically.
+
+        The key goes to a new temporary file in the same folder (created with
+        ``O_EXCL``, mode 0600), is flushed to disk (``fsync``) and only then
+        takes the name ``path``: a crash leaves either no key file or a whole
+        one, and no existing file is ever truncated. Without ``overwrite`` the
+        name is taken with ``link`` (which fails if ``path`` exists, even if it
+        appeared meanwhile); with it, ``rename`` replaces the directory entry
+        (a symbolic link at ``path`` is replaced, its target left untouched).
 
         Args:
-            path: where to write. Parent folders are created.
+            path: where to write. Parent folders are created (mode 0700).
             overwrite: replace an existing file. Defaults to False.
 
         Returns:
@@ -159,17 +197,29 @@ class SecretKey:
             FileExistsError: if ``path`` exists and ``overwrite`` is False.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not overwrite and (path.exists() or path.is_symlink()):
+            raise _exists(path)
+        tmp = path.parent / f'.{path.name}.{secrets.token_hex(8)}.tmp'
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0),
+                     0o600)
         try:
-            fd = os.open(path, flags, 0o600)
-        except FileExistsError:
-            raise FileExistsError(f'key file {str(path)!r} already exists; refusing to '
-                                  'overwrite a key (models trained with it would become '
-                                  'unusable)') from None
-        with os.fdopen(fd, 'w', encoding='ascii') as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(f'{_FILE_HEADER}\n{self._material.hex()}\n')
+            with os.fdopen(fd, 'w', encoding='ascii') as f:
+                os.fchmod(f.fileno(), 0o600)
+                f.write(f'{_FILE_HEADER}\n{self._material.hex()}\n')
+                f.flush()
+                os.fsync(f.fileno())
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path, follow_symlinks=False)
+                except FileExistsError:
+                    raise _exists(path) from None
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        _fsync_dir(path.parent)
         return path
 
     def export_hex(self) -> str:
@@ -255,50 +305,150 @@ class SecretKey:
     def __hash__(self) -> int:
         return hash(self._fingerprint)
 
+    def __copy__(self) -> 'SecretKey':
+        return self  # immutable
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> 'SecretKey':
+        return self  # immutable: copies of a keyed model share its key
+
     def __reduce__(self):
-        # Dataloader workers (spawn) and DDP need the key; pickles stay in memory/pipes.
-        return (SecretKey, (self._material, self._source))
+        """Pickle the key as its *source*, never as its material.
+
+        A key read from a file or an environment variable is pickled as
+        ``dict(file=PATH)`` / ``dict(env=NAME)`` and read again where it is
+        unpickled (a dataloader worker started with ``spawn``, another rank),
+        which checks that it gives the same fingerprint. A published seed key
+        pickles as its seed, and a random wrong key of the evaluation (not a
+        secret) as itself. Any other key (``generate()``, raw bytes) has no
+        source to read it from again and refuses to be pickled.
+
+        Raises:
+            TypeError: for a key without a source.
+        """
+        if self._source == 'random':
+            return (SecretKey, (self._material, 'random'))
+        if self._spec is None:
+            raise TypeError(
+                f'{self!r} cannot be pickled: it has no key source to read it from again, and '
+                'mmseg-keyprotect never writes key material into a pickle. Give the key as a '
+                "source (key=dict(file=PATH) or key=dict(env=NAME)), or keep the object in "
+                'this process')
+        return (_reresolve, (dict(self._spec), self._fingerprint))
 
 
 KeySpec = Union[SecretKey, Mapping[str, Any]]
+
+
+#: Each key source field and the optional fields it takes.
+SOURCE_FIELDS: Dict[str, tuple] = {'file': ('allow_group_read', ), 'env': (), 'seed': ('published', )}
+#: What :func:`~mmseg_keyprotect.key_sources.redact_key_sources` puts in place of a seed.
+REDACTED = '<redacted>'
 
 
 def resolve_key(spec: Optional[KeySpec], what: str = 'component') -> SecretKey:
     """Turn a key *source* from a config into a :class:`SecretKey`.
 
     Args:
-        spec: a :class:`SecretKey`, or a dict with exactly one of
-            ``file=PATH``, ``env=NAME`` or ``seed=INT``.
+        spec: a :class:`SecretKey`, or a dict with one of ``file=PATH``
+            (optionally ``allow_group_read=True``), ``env=NAME`` or, to
+            reproduce the papers only, ``seed=INT`` with ``published=True``
+            (a seed is a published key: anyone can find it by trying seeds).
         what: the name of the component asking, for error messages.
 
     Returns:
         SecretKey: the resolved key.
 
     Raises:
-        ValueError: if ``spec`` is missing or not one of the accepted forms.
+        ValueError: if ``spec`` is missing or not one of the accepted forms,
+            a seed is given without ``published=True``, or the source was
+            redacted (a config dumped by a run).
     """
     if isinstance(spec, SecretKey):
         return spec
     if spec is None:
-        raise ValueError(f'{what} needs a key: pass key=dict(file=PATH) (see tools/keygen.py), '
-                         'key=dict(env=NAME) or, to reproduce the papers, key=dict(seed=INT)')
+        raise ValueError(f'{what} needs a key: pass key=dict(file=PATH) (see tools/keygen.py) '
+                         'or key=dict(env=NAME)')
     if isinstance(spec, (str, bytes, bytearray)):
         raise ValueError(f'{what}: a key must be given by its source, '
                          'key=dict(file=PATH) or key=dict(env=NAME), not as a literal value')
-    if isinstance(spec, Mapping):
-        fields = set(spec) - {'type'}
-        if spec.get('type', 'SecretKey') != 'SecretKey' or len(fields) != 1:
-            raise ValueError(f'{what}: key source must have exactly one of file=, env=, seed=; '
-                             f'got fields {sorted(fields)}')
-        (field, value), = ((k, spec[k]) for k in fields)
-        if field == 'file':
-            return SecretKey.from_file(value)
-        if field == 'env':
-            return SecretKey.from_env(value)
-        if field == 'seed':
-            return SecretKey.from_seed(value)
-        raise ValueError(f'{what}: unknown key source {field!r}; use file=, env= or seed=')
-    raise ValueError(f'{what}: cannot make a key from a {type(spec).__name__}')
+    if not isinstance(spec, Mapping):
+        raise ValueError(f'{what}: cannot make a key from a {type(spec).__name__}')
+    fields = set(spec) - {'type'}
+    primary = fields & set(SOURCE_FIELDS)
+    if not primary and len(fields) == 1:
+        raise ValueError(f'{what}: unknown key source {next(iter(fields))!r}; '
+                         'use file=, env= or seed=')
+    if spec.get('type', 'SecretKey') != 'SecretKey' or len(primary) != 1:
+        raise ValueError(f'{what}: key source must have exactly one of file=, env=, seed=; '
+                         f'got fields {sorted(fields)}')
+    field, = primary
+    extra = fields - {field} - set(SOURCE_FIELDS[field])
+    if extra:
+        raise ValueError(f'{what}: a {field}= key source takes no field(s) {sorted(extra)}')
+    value = spec[field]
+    if value == REDACTED:
+        raise ValueError(f'{what}: this key source was redacted when the config was written '
+                         'to a run\'s files; give the key source again (e.g. --cfg-options or '
+                         'tools/infer.py --key FILE)')
+    if field == 'file':
+        return SecretKey.from_file(value, allow_group_read=bool(spec.get('allow_group_read')))
+    if field == 'env':
+        return SecretKey.from_env(value)
+    if spec.get('published') is not True:
+        raise ValueError(
+            f'{what}: key=dict(seed={value!r}) is a published key (anyone finds a seed by '
+            'trying seeds), accepted only to reproduce the papers, and then only as '
+            f'key=dict(seed={value!r}, published=True); make a real key with tools/keygen.py')
+    return SecretKey.from_seed(value)
+
+
+def _reresolve(spec: Mapping[str, Any], fingerprint: str) -> SecretKey:
+    """Unpickle a key: read its source again and check it is still the same key."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', WeakKeyWarning)
+        key = resolve_key(spec, 'unpickled key')
+    if key.fingerprint != fingerprint:
+        raise ValueError(f'the key source {key.source!r} now gives the key of fingerprint '
+                         f'{key.fingerprint}, but the pickled key had fingerprint {fingerprint}')
+    return key
+
+
+def _check_key_file(info: os.stat_result, shown: str, allow_group_read: bool) -> None:
+    """Raise unless an open key file is a regular file of ours with a private mode."""
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f'key file {shown} is not a regular file')
+    if hasattr(os, 'geteuid') and info.st_uid != os.geteuid():
+        raise PermissionError(f'key file {shown} belongs to user id {info.st_uid}, not to the '
+                              f'current user ({os.geteuid()}); refusing a key another user '
+                              'could have written')
+    mode = stat.S_IMODE(info.st_mode)
+    allowed = 0o040 if allow_group_read else 0
+    if mode & 0o077 & ~allowed:
+        raise PermissionError(
+            f'key file {shown} has permissions {mode:04o}, which let '
+            f'{"others" if mode & 0o007 else "the group"} in; run `chmod 600 {shown}`'
+            + ('' if allow_group_read else
+               ' (or, to share it with a group on purpose, chmod 640 and '
+               'key=dict(file=..., allow_group_read=True))'))
+
+
+def _exists(path: Path) -> FileExistsError:
+    return FileExistsError(f'key file {str(path)!r} already exists; refusing to overwrite a key '
+                           '(models trained with it would become unusable)')
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries to disk (where the platform allows opening folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _parse_hex(text: str, where: str) -> bytes:

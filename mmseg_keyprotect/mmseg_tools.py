@@ -1,12 +1,14 @@
 """Run mmseg's own command-line tools (shipped under ``mmseg/.mim/tools``) with the plugin loaded."""
 from __future__ import annotations
 
+import contextlib
 import runpy
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import mmseg
+from mmengine.runner import Runner
 
 
 def mmseg_tool(name: str) -> Path:
@@ -22,8 +24,39 @@ def mmseg_tool(name: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def honour_runner_type() -> Iterator[None]:
+    """Make ``Runner.from_cfg(cfg)`` build ``cfg.runner_type`` while the block runs.
+
+    mmseg 1.2.2's ``tools/train.py`` builds the runner of ``runner_type``
+    (``RUNNERS.build(cfg)``), but its ``tools/test.py`` always calls
+    ``Runner.from_cfg(cfg)``, so a protected config's
+    :class:`~mmseg_keyprotect.engine.runner.KeyProtectedRunner` (which redacts
+    key sources from what it writes) would be skipped there. Scoped to the
+    command-line wrappers of this repository (``tools/train.py``,
+    ``tools/test.py``); mmengine is left as it was on exit.
+    """
+    from mmseg.registry import RUNNERS
+    original = Runner.__dict__['from_cfg']
+
+    def from_cfg(cls, cfg):
+        if cls is Runner and cfg.get('runner_type') not in (None, 'Runner'):
+            return RUNNERS.build(cfg)
+        return original.__func__(cls, cfg)
+
+    Runner.from_cfg = classmethod(from_cfg)
+    try:
+        yield
+    finally:
+        Runner.from_cfg = original
+
+
 def run_mmseg_tool(name: str, argv: Optional[List[str]] = None) -> None:
-    """Run mmseg's tool ``name`` as ``__main__`` with ``argv`` (default: this process's)."""
+    """Run mmseg's tool ``name`` as ``__main__`` with ``argv`` (default: this process's).
+
+    ``runner_type`` is honoured by every tool (:func:`honour_runner_type`).
+    """
     tool = mmseg_tool(name)
     sys.argv = [str(tool), *(sys.argv[1:] if argv is None else argv)]
-    runpy.run_path(str(tool), run_name='__main__')
+    with honour_runner_type():
+        runpy.run_path(str(tool), run_name='__main__')

@@ -35,7 +35,7 @@ def test_finds_every_key_field_of_a_cipher_config():
 def test_replace_reaches_nested_and_tuple_fields(key):
     cfg = dict(model=dict(data_preprocessor=dict(type='X', key=dict(env='A')),
                           protection=dict(key=dict(file='a.key'))),
-               pipelines=(dict(type='BlockNegPos', key=dict(seed=1)), dict(type='Pack')),
+               pipelines=(dict(type='BlockNegPos', key=dict(seed=1, published=True)), dict(type='Pack')),
                other=dict(key='not a key source'))
     paths = replace_key_sources(cfg, key)
     assert sorted(paths) == ['model.data_preprocessor.key', 'model.protection.key',

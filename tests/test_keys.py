@@ -163,8 +163,38 @@ def test_repr_str_and_format_hide_the_secret(key):
         assert form not in shown
 
 
-def test_pickle_roundtrip_for_dataloader_workers(key):
-    assert pickle.loads(pickle.dumps(key)) == key
+def test_pickle_holds_the_source_not_the_material(key, key_file, monkeypatch):
+    """Workers and ranks get the key by reading its source again; a pickle holds no material."""
+    from_file = SecretKey.from_file(key_file)
+    monkeypatch.setenv('KP_TEST_KEY', key.export_hex())
+    from_env = SecretKey.from_env('KP_TEST_KEY')
+    for loaded in (from_file, from_env):
+        data = pickle.dumps(loaded)
+        assert all(form.encode() not in data for form in secret_forms(key))
+        assert bytes.fromhex(key.export_hex()) not in data
+        assert pickle.loads(data) == key
+    # the source now gives another key: unpickling says so instead of using it
+    SecretKey.generate().save(key_file, overwrite=True)
+    with pytest.raises(ValueError, match='now gives the key of fingerprint'):
+        pickle.loads(pickle.dumps(from_file))
+
+
+def test_pickle_refuses_a_key_without_source(key):
+    with pytest.raises(TypeError, match='cannot be pickled.*no key source'):
+        pickle.dumps(key)
+    with pytest.raises(TypeError, match='cannot be pickled'):
+        pickle.dumps({'model': [key]})
+
+
+def test_random_and_seed_keys_pickle_and_copies_share_the_key(key):
+    import copy
+    wrong = SecretKey.random(np.random.default_rng(0))
+    assert pickle.loads(pickle.dumps(wrong)) == wrong
+    with pytest.warns(WeakKeyWarning):
+        seed = SecretKey.from_seed(5)
+    assert str(5).encode() in pickle.dumps(seed)  # a published key: its seed is its source
+    assert pickle.loads(pickle.dumps(seed)) == seed
+    assert copy.deepcopy(key) is key and copy.copy(key) is key
 
 
 @pytest.mark.parametrize('spec, error, match', [
@@ -187,7 +217,63 @@ def test_resolve_key_sources(key, key_file, monkeypatch):
     assert resolve_key(dict(file=str(key_file))) == key
     assert resolve_key(dict(env='KP_TEST_KEY')) == key
     with pytest.warns(WeakKeyWarning):
-        assert resolve_key(dict(seed=3)) == SecretKey.from_seed(3)
+        assert resolve_key(dict(seed=3, published=True)) == SecretKey.from_seed(3)
+
+
+@pytest.mark.parametrize('spec, match', [
+    (dict(seed=3), r'published key.*key=dict\(seed=3, published=True\)'),
+    (dict(seed=3, published=False), 'published key'),
+    (dict(seed='<redacted>', published=True), 'redacted'),
+    (dict(file='<redacted>'), 'redacted'),
+    (dict(env='X', published=True), r"takes no field\(s\) \['published'\]"),
+])
+def test_seed_keys_are_an_explicit_opt_in(spec, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_key(spec)
+
+
+def test_from_file_refuses_symlinks(tmp_path, key_file):
+    link = tmp_path / 'link.key'
+    link.symlink_to(key_file)
+    with pytest.raises(PermissionError, match='symbolic link'):
+        SecretKey.from_file(link)
+    with pytest.raises(PermissionError, match='symbolic link'):
+        resolve_key(dict(file=str(link)))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='giving a file to another user needs root')
+def test_from_file_refuses_another_users_file(key_file):
+    os.chown(key_file, 4321, -1)
+    with pytest.raises(PermissionError, match='belongs to user id 4321'):
+        SecretKey.from_file(key_file)
+
+
+def test_from_file_refuses_non_regular_files(tmp_path):
+    with pytest.raises(ValueError, match='not a regular file'):
+        SecretKey.from_file(tmp_path)
+
+
+def test_group_read_only_when_allowed(key, key_file):
+    os.chmod(key_file, 0o640)
+    with pytest.raises(PermissionError, match='the group'):
+        SecretKey.from_file(key_file)
+    assert resolve_key(dict(file=str(key_file), allow_group_read=True)) == key
+    os.chmod(key_file, 0o644)
+    with pytest.raises(PermissionError, match='others'):
+        SecretKey.from_file(key_file, allow_group_read=True)
+
+
+def test_save_is_atomic_and_never_truncates(tmp_path, key):
+    victim = tmp_path / 'victim.txt'
+    victim.write_text('keep me')
+    link = tmp_path / 'owner.key'
+    link.symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        key.save(link)
+    key.save(link, overwrite=True)  # replaces the link, not what it points to
+    assert victim.read_text() == 'keep me'
+    assert not link.is_symlink() and SecretKey.from_file(link) == key
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith('.tmp')] == []
 
 
 def test_keygen_tool(tmp_path):

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from mmseg_keyprotect.engine.hooks import META_KEY
-from mmseg_keyprotect.keys import SecretKey
+from mmseg_keyprotect.keys import SecretKey, WeakKeyWarning
 from mmseg_keyprotect.mmseg_tools import mmseg_tool
 from mmseg_keyprotect.models.permutation import channel_permutation_index
 from mmseg_keyprotect.transforms.blocks import gather_index
@@ -35,9 +35,16 @@ REPO = Path(__file__).resolve().parents[1]
 KINDS = {
     'shf-b2': REPO / 'configs' / 'demo' / 'fcn_r18-d8_shf-b2_demo.py',
     'perm-m6': REPO / 'configs' / 'demo' / 'fcn_r18-d8_perm-m6_demo.py',
-    # the demo default: six permutation points and the weights encrypted with the key
+    # the demo default: six permutation points and the weights encrypted with the key,
+    # here read from an environment variable (ENV_CHILD)
     'perm-m1to6-encw': REPO / 'configs' / 'demo' / 'fcn_r18-d8_perm-m1to6-encw_demo.py',
+    # a published seed key (paper reproduction): the seed must not reach any file either
+    'perm-m6-seedkey': REPO / 'configs' / 'demo' / 'fcn_r18-d8_perm-m6-seedkey_demo.py',
 }
+SEED = 7361  # the seed of fcn_r18-d8_perm-m6-seedkey_demo.py
+ENV_CHILD = '''_base_ = [{base!r}]
+model = dict(protection=dict(key=dict(_delete_=True, env='KP_LEAK_KEY')))
+'''
 # Channel counts of the demo model's six points (half-width ResNetV1c-18, FCN head).
 SIX_POINTS = {'backbone.layer1:input': 32, 'backbone.layer1:output': 32,
               'backbone.layer2:output': 64, 'backbone.layer3:output': 128,
@@ -45,8 +52,8 @@ SIX_POINTS = {'backbone.layer1:input': 32, 'backbone.layer1:output': 32,
 WORK_DIR = 'work_dirs/run'
 
 
-def run(cmd: List[str], cwd: Path) -> None:
-    env = {**os.environ, 'PYTHONWARNINGS': 'ignore', 'OMP_NUM_THREADS': '1'}
+def run(cmd: List[str], cwd: Path, **env_vars: str) -> None:
+    env = {**os.environ, 'PYTHONWARNINGS': 'ignore', 'OMP_NUM_THREADS': '1', **env_vars}
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
@@ -62,15 +69,25 @@ def work_dir(request, tmp_path_factory, tiny_run_overrides) -> Tuple[str, Secret
     cwd = tmp_path_factory.mktemp(f'leak_{kind}')
     key = SecretKey.generate()
     key.save(cwd / 'work_dirs' / 'demo' / 'owner.key')  # outside the scanned work_dir
+    env = {'KP_LEAK_KEY': key.export_hex()}
+    if kind == 'perm-m1to6-encw':
+        config = str(cwd / Path(config).name)
+        Path(config).write_text(ENV_CHILD.format(base=str(KINDS[kind])))
+        (cwd / 'work_dirs' / 'demo' / 'owner.key').unlink()  # the key comes from the env only
+    elif kind == 'perm-m6-seedkey':
+        with pytest.warns(WeakKeyWarning):
+            key = SecretKey.from_seed(SEED)
     data = {k: v for k, v in tiny_run_overrides.items() if 'dataloader.' in k}
     run([sys.executable, str(mmseg_tool('train.py')), config, '--work-dir', WORK_DIR,
-         *options(tiny_run_overrides)], cwd)
+         *options(tiny_run_overrides)], cwd, **env)
     checkpoint = f'{WORK_DIR}/iter_2.pth'
-    run([sys.executable, str(mmseg_tool('test.py')), config, checkpoint, '--work-dir', WORK_DIR,
-         *options({**data, 'test_cfg.incorrect': 2})], cwd)
+    # the repository's tools/test.py: mmseg's own ignores runner_type (KeyProtectedRunner)
+    run([sys.executable, str(REPO / 'tools' / 'test.py'), config, checkpoint,
+         '--work-dir', WORK_DIR, *options({**data, 'test_cfg.incorrect': 2})], cwd, **env)
     test_data = {'test_dataloader.dataset.data_root': data['test_dataloader.dataset.data_root']}
     run([sys.executable, str(REPO / 'tools' / 'visualize_conditions.py'), config, checkpoint,
-         '--out', f'{WORK_DIR}/conditions.png', '--num-samples', '1', *options(test_data)], cwd)
+         '--out', f'{WORK_DIR}/conditions.png', '--num-samples', '1', *options(test_data)], cwd,
+        **env)
     return kind, key, cwd / WORK_DIR
 
 
@@ -88,12 +105,15 @@ def secret_forms(kind: str, key: SecretKey) -> Dict[str, bytes]:
         perm = key.permutation('shf/block=2/channels=3', 2 * 2 * 3)
         index = gather_index(perm, (64, 64, 3), 2)
         derived = {'block permutation': perm, 'gather index': index[:4096]}
-    elif kind == 'perm-m6':
+    elif kind in ('perm-m6', 'perm-m6-seedkey'):
         derived = {'channel permutation': channel_permutation_index(
             key, 'decode_head.conv_seg:input', 64).numpy()}
     else:
         derived = {f'channel permutation at {point}': channel_permutation_index(
             key, point, channels).numpy() for point, channels in SIX_POINTS.items()}
+    if kind == 'perm-m6-seedkey':  # the seed is the key: as a config, a log or JSON writes it
+        forms.update({f'seed as {text}': text.encode() for text in (
+            f'seed={SEED}', f"'seed': {SEED}", f'"seed": {SEED}', f'seed = {SEED}')})
     for name, values in derived.items():
         for dtype in ('<i8', '<i4', '<i2'):
             forms[f'{name} as {dtype}'] = values.astype(dtype).tobytes()
@@ -119,7 +139,7 @@ def test_work_dir_has_every_kind_of_output(work_dir):
     kind, key, root = work_dir
     names = {p.name for p in root.rglob('*') if p.is_file()}
     assert {'iter_2.pth', 'best_mIoU_iter_2.pth', 'key_conditions.json', 'key_conditions.md',
-            'conditions.png', Path(KINDS[kind]).name, 'scalars.json'} <= names
+            'conditions.png', Path(KINDS[kind]).name, 'scalars.json', 'config.py'} <= names
     assert any(name.endswith('.log') for name in names)
     checkpoint = torch.load(root / 'iter_2.pth', weights_only=False)
     assert {entry['key'] for entry in checkpoint['meta'][META_KEY]} == {key.fingerprint}
@@ -141,7 +161,8 @@ def test_scanner_finds_planted_material(tmp_path, key):
     forms = secret_forms('perm-m6', key)
     torch.save({'x': torch.from_numpy(np.frombuffer(forms['channel permutation as <i8'],
                                                      '<i8').copy())}, tmp_path / 'a.pth')
-    (tmp_path / 'b.log').write_text(f'oops {key.export_hex().upper()}')
+    (tmp_path / 'b.log').write_text(f'oops {key.export_hex().upper()} key=dict(seed={SEED})')
+    forms.update(secret_forms('perm-m6-seedkey', key))
     hits = {form for _, data in blobs(tmp_path) for form, needle in forms.items()
             if needle in data}
-    assert {'channel permutation as <i8', 'HEX key'} <= hits
+    assert {'channel permutation as <i8', 'HEX key', f'seed as seed={SEED}'} <= hits

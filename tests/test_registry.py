@@ -18,7 +18,7 @@ from mmseg import registry as mmseg_registry
 import mmseg_keyprotect  # noqa: F401
 from mmseg_keyprotect.engine import find_keyed_components
 
-KEY = dict(seed=11)
+KEY = dict(seed=11, published=True)
 _RESNET = dict(type='ResNetV1c', depth=18, out_indices=(3, ))
 _HEAD = dict(type='FCNHead', in_channels=512, channels=16, num_convs=1, num_classes=2)
 _OCR = dict(type='OCRHead', in_channels=512, channels=16, ocr_channels=8, num_classes=2)
@@ -49,9 +49,13 @@ EXAMPLES = {
         cipher=dict(type='BlockShuffle', block_size=4, key=KEY))),
     'SyntheticVOCDataset': ('DATASETS', dict(type='SyntheticVOCDataset',
                                              data_root='{data_root}', **_VAL)),
+    'PerImageIoUMetric': ('METRICS', dict(type='PerImageIoUMetric', ignore_index=255)),
     'KeyConditionTestLoop': ('LOOPS', dict(type='KeyConditionTestLoop', incorrect=2)),
     'KeyConditionValLoop': ('LOOPS', dict(type='KeyConditionValLoop', plain=True)),
     'KeyProtectionHook': ('HOOKS', dict(type='KeyProtectionHook', strict=True)),
+    'CheckpointSealHook': ('HOOKS', dict(type='CheckpointSealHook')),
+    # built from a whole config (the fixture protected_runner): runner_type selects it
+    'KeyProtectedRunner': ('RUNNERS', dict(runner_type='KeyProtectedRunner')),
     'AttackedSegmentor': ('MODELS', dict(
         type='AttackedSegmentor',
         segmentor=dict(type='EncoderDecoder', backbone=_RESNET, decode_head=_HEAD),
@@ -103,6 +107,17 @@ def runner(data_root, tmp_path_factory) -> Runner:
         return Runner.from_cfg(cfg)
 
 
+@pytest.fixture(scope='module')
+def protected_runner(data_root, tmp_path_factory) -> Runner:
+    """The seed-key demo config (a published key) built by its runner_type."""
+    cfg = Config.fromfile(str(Path(__file__).parents[1] / 'configs' / 'demo' /
+                              'fcn_r18-d8_perm-m6-seedkey_demo.py'))
+    cfg.work_dir = str(tmp_path_factory.mktemp('work'))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return mmseg_registry.RUNNERS.build(cfg)
+
+
 @pytest.mark.parametrize('reg_name, name', plugin_components())
 def test_component_builds_from_config(reg_name, name, request):
     expected_registry, cfg = EXAMPLES[name]
@@ -111,7 +126,12 @@ def test_component_builds_from_config(reg_name, name, request):
            if isinstance(v, str) else v for k, v in cfg.items()}
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        if reg_name == 'LOOPS':
+        if reg_name == 'RUNNERS':
+            obj = request.getfixturevalue('protected_runner')
+            assert '7361' not in obj.cfg.pretty_text  # the seed is redacted from what it writes
+            assert {type(h).__name__ for h in obj.hooks} >= {'KeyProtectionHook',
+                                                             'CheckpointSealHook'}
+        elif reg_name == 'LOOPS':
             runner = request.getfixturevalue('runner')
             build = runner.build_test_loop if 'Test' in name else runner.build_val_loop
             obj = build(cfg)

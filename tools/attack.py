@@ -8,14 +8,21 @@ Subcommands (results in docs/security.md):
                attack config says (configs/attacks/): fine-tuning, head-only
                retraining, identity-initialised adapters at the protected
                points, Sinkhorn permutation recovery, and training from
-               scratch with the same data and budget for reference
+               scratch with the same data and budget for reference; with
+               ``--inits momentum`` the attacks start from the SGD momentum
+               buffers of the last ``iter_*.pth`` instead of the weights
   report       tables (markdown) and a plot from ``run``'s JSON lines
+  audit        owner only: the largest |Spearman r| of every tensor of every
+               .pth of a work_dir against the run's weights and momentum
 
 Examples:
   python tools/attack.py key-search configs/demo/fcn_r18-d8_perm-m6-seedkey_demo.py \\
       work_dirs/demo/fcn_r18-d8_perm-m6-seedkey_demo/best_mIoU_iter_1200.pth --seeds 10000
   python tools/attack.py run configs/attacks/demo/perm-m6.py --out work_dirs/attacks/results.jsonl
   python tools/attack.py report work_dirs/attacks/results.jsonl --plot docs/images/attacks.png
+  python tools/attack.py audit configs/demo/fcn_r18-d8_perm-m1to6-encw_demo.py \
+      work_dirs/demo/fcn_r18-d8_perm-m1to6-encw_demo/iter_1200.pth \
+      work_dirs/demo/fcn_r18-d8_perm-m1to6-encw_demo
 """
 from __future__ import annotations
 
@@ -35,7 +42,9 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
 import mmseg_keyprotect  # noqa: E402,F401
-from mmseg_keyprotect.attacks import AttackSpec, run_attack, true_permutations  # noqa: E402
+from mmseg_keyprotect.attacks import (AttackSpec, correlation_audit, run_attack,  # noqa: E402
+                                      true_permutations)
+from mmseg_keyprotect.attacks.stolen_files import owner_reference  # noqa: E402
 from mmseg_keyprotect.attacks.key_search import (few_images_loader, load_stolen_model,  # noqa
                                                  search_seed_keys)
 from mmseg_keyprotect.engine.protection import _is_cipher, _pipelines  # noqa: E402
@@ -79,12 +88,16 @@ def cmd_key_search(args: argparse.Namespace) -> Dict[str, Any]:
     return report
 
 
-def _checkpoint(victim_cfg: Dict[str, Any]) -> str:
-    if victim_cfg.get('checkpoint'):
-        return victim_cfg['checkpoint']
-    found = sorted(glob.glob(os.path.join(victim_cfg['work_dir'], 'best_mIoU_iter_*.pth')))
+def _checkpoint(victim_cfg: Dict[str, Any], init: str = 'checkpoint') -> str:
+    """The stolen file: the best checkpoint, or for ``init='momentum'`` the last ``iter_*.pth``."""
+    field, pattern = ('checkpoint', 'best_mIoU_iter_*.pth') if init == 'checkpoint' else \
+        ('iter_checkpoint', 'iter_*.pth')
+    if victim_cfg.get(field):
+        return victim_cfg[field]
+    found = sorted(glob.glob(os.path.join(victim_cfg['work_dir'], pattern)),
+                   key=lambda p: int(''.join(filter(str.isdigit, os.path.basename(p))) or 0))
     if not found:
-        raise SystemExit(f"no best_mIoU_iter_*.pth in {victim_cfg['work_dir']}: train the "
+        raise SystemExit(f"no {pattern} in {victim_cfg['work_dir']}: train the "
                          f"victim first (tools/train.py {victim_cfg['config']})")
     return found[-1]
 
@@ -93,8 +106,12 @@ def _specs(attack_cfg: Config, args: argparse.Namespace) -> List[AttackSpec]:
     kinds = args.kinds or attack_cfg.attacks
     fractions = args.fractions or attack_cfg.fractions
     budgets = args.budgets or attack_cfg.budgets
+    inits = args.inits or attack_cfg.get('inits', ['checkpoint'])
     specs = []
-    for kind in kinds:
+    # scratch starts from nothing stolen: one run, whatever the inits
+    pairs = [(k, i) for k in kinds for i in inits if k != 'scratch'] + \
+        [('scratch', 'checkpoint')] * ('scratch' in kinds)
+    for kind, init in pairs:
         for fraction in fractions:
             for budget in budgets:
                 scheduler = attack_cfg.param_schedulers.get(kind)
@@ -105,22 +122,22 @@ def _specs(attack_cfg: Config, args: argparse.Namespace) -> List[AttackSpec]:
                     optim_wrapper=attack_cfg.optim_wrappers[kind].to_dict(),
                     param_scheduler=scheduler,
                     head_modules=list(attack_cfg.get('head_modules', [])),
-                    sinkhorn=dict(attack_cfg.get('sinkhorn', {})), seed=attack_cfg.seed))
+                    sinkhorn=dict(attack_cfg.get('sinkhorn', {})), seed=attack_cfg.seed,
+                    init=init))
     return specs
 
 
 def _done(out: Path) -> set:
     if not out.exists():
         return set()
-    return {(r['victim'], r['kind'], r['fraction'], r['budget'], r['seed'])
-            for r in map(json.loads, out.read_text().splitlines()) if r}
+    return {(r['victim'], r['kind'], r.get('init', 'checkpoint'), r['fraction'], r['budget'],
+             r['seed']) for r in map(json.loads, out.read_text().splitlines()) if r}
 
 
 def cmd_run(args: argparse.Namespace) -> List[Dict[str, Any]]:
     """Run every attack of an attack config; append one JSON line per attack to ``--out``."""
     attack_cfg = Config.fromfile(args.attack_config)
     victim = _load_victim(attack_cfg.victim['config'], args.cfg_options)
-    checkpoint = _checkpoint(attack_cfg.victim)
     name = attack_cfg.get('name', Path(args.attack_config).stem)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -131,12 +148,14 @@ def cmd_run(args: argparse.Namespace) -> List[Dict[str, Any]]:
         # Training from scratch does not use the stolen model: one run serves every victim
         # of the same architecture and data.
         victim_name = 'scratch' if spec.kind == 'scratch' else name
-        if (victim_name, spec.kind, spec.fraction, spec.budget, spec.seed) in done:
+        ident = (victim_name, spec.kind, spec.init, spec.fraction, spec.budget, spec.seed)
+        if ident in done:
             continue
         work_dir = str(Path(args.work_dir) / victim_name / spec.slug)
+        checkpoint = None if spec.kind == 'scratch' else _checkpoint(attack_cfg.victim, spec.init)
         result = dict(victim=victim_name,
                       **run_attack(victim, checkpoint, spec, work_dir, truth))
-        done.add((victim_name, spec.kind, spec.fraction, spec.budget, spec.seed))
+        done.add(ident)
         print(json.dumps(result), flush=True)
         with out.open('a') as f:
             f.write(json.dumps(result) + '\n')
@@ -146,9 +165,13 @@ def cmd_run(args: argparse.Namespace) -> List[Dict[str, Any]]:
 
 # ------------------------------------------------------------------------------ report
 def _read(paths: List[str]) -> List[Dict[str, Any]]:
+    """Result rows; attacks started from momentum buffers report as a victim of their own."""
     rows = []
     for path in paths:
         rows += [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    for row in rows:
+        if row.get('init', 'checkpoint') != 'checkpoint' and row['kind'] != 'scratch':
+            row['victim'] = f"{row['victim']} ({row['init']} init)"
     return rows
 
 
@@ -301,6 +324,19 @@ def cmd_report(args: argparse.Namespace) -> str:
     return text
 
 
+def cmd_audit(args: argparse.Namespace) -> Dict[str, Any]:
+    """Owner's check: the largest |Spearman r| of any tensor of any .pth against the clear run."""
+    reference = owner_reference(args.config, args.checkpoint)
+    rows = correlation_audit(args.work_dir, reference, args.min_size)
+    worst = max(rows, key=lambda r: r['abs_r']) if rows else None
+    summary = dict(files=len({r['file'] for r in rows}), tensors=len(rows),
+                   max_abs_r=worst['abs_r'] if worst else None, worst=worst)
+    print(json.dumps(summary, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(dict(summary, rows=rows), indent=1))
+    return summary
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest='command', required=True)
@@ -321,10 +357,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument('--kinds', nargs='+', help='override the config: attacks to run')
     run.add_argument('--fractions', nargs='+', type=float)
     run.add_argument('--budgets', nargs='+', type=int)
+    run.add_argument('--inits', nargs='+', choices=['checkpoint', 'momentum'],
+                     help='where attacked weights start: the stolen weights, or the momentum '
+                          'buffers of the last iter_*.pth (default: the config\'s inits)')
     run.add_argument('--score-recovery', action='store_true',
                      help="owner only: score Sinkhorn's recovered permutation with the key")
     run.add_argument('--cfg-options', nargs='+', action=DictAction,
                      help='override the victim config, e.g. data roots')
+    audit = sub.add_parser('audit', help="owner only: |Spearman r| of every tensor of every "
+                           ".pth of a work_dir against the run's weights and optimizer state")
+    audit.add_argument('config')
+    audit.add_argument('checkpoint', help='an iter_*.pth of the run (opened with the key)')
+    audit.add_argument('work_dir')
+    audit.add_argument('--min-size', type=int, default=1024,
+                       help='skip tensors with fewer values (default: %(default)s)')
+    audit.add_argument('--out', help='write every row as JSON')
     report = sub.add_parser('report', help='markdown tables and a plot from run results')
     report.add_argument('results', nargs='+')
     report.add_argument('--budget', type=int, default=100)
@@ -337,7 +384,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> Any:
     args = parse_args(argv)
-    return {'key-search': cmd_key_search, 'run': cmd_run, 'report': cmd_report}[
+    return {'key-search': cmd_key_search, 'run': cmd_run, 'report': cmd_report,
+            'audit': cmd_audit}[
         args.command](args)
 
 

@@ -5,6 +5,7 @@ Usage:
     python tools/benchmark.py conditions [--size 128] [--images 16] [--incorrect 100]
     python tools/benchmark.py permutation [--size 256] [--batch 2] [--repeats 5]
     python tools/benchmark.py throughput [--device cpu] [--rounds 5] [--share]
+    python tools/benchmark.py checkpoint [--repeats 5]
 
 Each subcommand interleaves the variants it compares (A, B, C, A, B, C, ...)
 so that machine noise hits all of them alike, and prints a markdown table to
@@ -116,12 +117,12 @@ def _conditions_cfg(data_root: str, work_dir: str, protection: str, loop: Dict, 
     cfg.test_cfg = loop
     if protection == 'perm-m6':
         cfg.model.type = 'KeyProtectedEncoderDecoder'
-        cfg.model.protection = dict(key=dict(seed=1),
+        cfg.model.protection = dict(key=dict(seed=1, published=True),
                                     points=['decode_head.conv_seg:input'])
     else:
         cipher = dict(shf='BlockShuffle', np='BlockNegPos', ffx='BlockFFX')[protection]
         pipeline = cfg.test_dataloader.dataset.pipeline
-        pipeline.insert(len(pipeline) - 1, dict(type=cipher, block_size=4, key=dict(seed=1)))
+        pipeline.insert(len(pipeline) - 1, dict(type=cipher, block_size=4, key=dict(seed=1, published=True)))
     return cfg
 
 
@@ -180,6 +181,12 @@ def bench_throughput(args: argparse.Namespace) -> None:
     run(args)
 
 
+def bench_checkpoint(args: argparse.Namespace) -> None:
+    """Sealed vs plain FCN-R50-D8 checkpoint (weights + SGD state): save and load time."""
+    from bench_checkpoint import bench_checkpoint as run
+    run(args)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest='command', required=True)
@@ -206,6 +213,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     throughput = sub.add_parser('throughput', help=bench_throughput.__doc__)
     add_arguments(throughput)
     throughput.set_defaults(func=bench_throughput)
+    checkpoint = sub.add_parser('checkpoint', help=bench_checkpoint.__doc__)
+    checkpoint.add_argument('--repeats', type=int, default=5)
+    checkpoint.set_defaults(func=bench_checkpoint)
     return parser.parse_args(argv)
 
 

@@ -1,24 +1,34 @@
 """The demo behind `make demo`: protection working end to end on a CPU.
 
-1. writes the synthetic dataset (tools/make_dataset.py) and an owner key (tools/keygen.py);
+1. writes the synthetic dataset (tools/make_dataset.py: train, val and a disjoint test split)
+   and an owner key (tools/keygen.py);
 2. trains, with mmseg's own tools/train.py, an unprotected baseline, a block-cipher model and
    the protection we recommend (docs/security.md): a feature-permutation model whose weights
-   are also encrypted with the key (configs/demo/);
-3. evaluates each with mmseg's own tools/test.py under the key conditions (correct, plain,
-   100 incorrect keys) and prints one table;
+   are also encrypted with the key (configs/demo/); the best checkpoint is selected on the
+   val split;
+3. evaluates each with mmseg's own tools/test.py on the *test* split under the key conditions
+   (correct, plain, 100 incorrect keys), with mmseg's pooled mIoU and paper 2's per-image
+   mIoU, and prints one table;
 4. draws, for each protected model, the same images under correct / plain / incorrect key.
+
+The three models run at once (``--jobs``, default: one per model), each process with
+``cores // jobs`` torch threads (at least one), so every core is used.
 
 Everything lands in work_dirs/demo/ (results.md, results.json, conditions_*.png).
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List
 
@@ -32,9 +42,19 @@ MODELS = [
 # Progress shown while training: every 100th iteration and each validation result.
 PROGRESS = re.compile(r'Iter\(train\) \[\s*\d*00/|Iter\(val\) \[(\d+)/\1\]')
 LOG_PREFIX = re.compile(r'^\d\d/\d\d \d\d:\d\d:\d\d - mmengine - \w+ - ')
+#: The split the demo reports; checkpoints are selected on the configs' val split.
+TEST_SPLIT = 'ImageSets/Segmentation/test.txt'
+_PRINT = threading.Lock()
 
 
-def run_streaming(cmd: List[str], log_file: Path, show: re.Pattern, env: Dict[str, str]) -> None:
+def say(text: str) -> None:
+    """Print one line (whole, even when several models run at once)."""
+    with _PRINT:
+        print(text, flush=True)
+
+
+def run_streaming(cmd: List[str], log_file: Path, show: re.Pattern, env: Dict[str, str],
+                  tag: str = '') -> None:
     """Run ``cmd``, keep its full output in ``log_file`` and echo the progress lines."""
     with open(log_file, 'w') as log, subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -43,20 +63,31 @@ def run_streaming(cmd: List[str], log_file: Path, show: re.Pattern, env: Dict[st
             log.write(line)
             if show.search(line):
                 text = LOG_PREFIX.sub('', line.rstrip())
-                print('    ' + re.sub(r'\s+', ' ', text)[:160], flush=True)
+                say(f'    {tag}' + re.sub(r'\s+', ' ', text)[:160])
         if proc.wait() != 0:
             raise SystemExit(f'command failed ({proc.returncode}); see {log_file}:\n'
                              + ' '.join(cmd))
 
 
-def demo_env(key_file: Path) -> Dict[str, str]:
+def demo_env(key_file: Path, threads: int = 1) -> Dict[str, str]:
     """Environment of the demo's subprocesses.
 
-    One torch thread per process (on 2 cores, 2 threads plus a dataloader worker
-    thrash); ``KP_DEMO_KEY_FILE`` is where the demo configs read the owner key.
+    ``threads`` torch (OpenMP) threads per process, unless ``OMP_NUM_THREADS`` is
+    set; ``KP_DEMO_KEY_FILE`` is where the demo configs read the owner key.
     """
-    return {'OMP_NUM_THREADS': '1', **os.environ, 'PYTHONWARNINGS': 'ignore',
+    return {'OMP_NUM_THREADS': str(threads), **os.environ, 'PYTHONWARNINGS': 'ignore',
             'KP_DEMO_KEY_FILE': str(key_file)}
+
+
+def test_options(data_root: str) -> List[str]:
+    """``--cfg-options`` of the demo's tests: the test split, disjoint from val."""
+    return [f'test_dataloader.dataset.data_root={data_root}',
+            f'test_dataloader.dataset.ann_file={TEST_SPLIT}']
+
+
+def threads_per_job(jobs: int, cores: int) -> int:
+    """Torch threads per process so that ``jobs`` processes share ``cores``."""
+    return max(1, cores // max(1, jobs))
 
 
 def best_checkpoint(work_dir: Path) -> Path:
@@ -70,53 +101,80 @@ def slug(config: str) -> str:
     return Path(config).stem
 
 
-def train_and_test(name: str, config: str, out: Path, args: argparse.Namespace) -> Dict:
-    env = demo_env(out / 'owner.key')
+def train_and_test(name: str, config: str, out: Path, args: argparse.Namespace,
+                   threads: int = 1) -> Dict:
+    env = demo_env(out / 'owner.key', threads)
+    tag = f'[{slug(config).replace("fcn_r18-d8_", "").replace("_demo", "")}] '
     work_dir = out / slug(config)
     work_dir.mkdir(parents=True, exist_ok=True)
     options = [f'{split}.dataset.data_root={args.data_root}'
                for split in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    options.append(f'randomness.seed={args.seed}')
     if args.max_iters:
         options += [f'train_cfg.max_iters={args.max_iters}',
                     f'train_cfg.val_interval={args.max_iters}',
                     f'default_hooks.checkpoint.interval={args.max_iters}']
-    print(f'\n[{name}] training {config}', flush=True)
+    say(f'\n[{name}] training {config} ({threads} thread(s))')
     start = time.time()
     run_streaming([sys.executable, 'tools/train.py', config, '--work-dir', str(work_dir),
-                   '--cfg-options', *options], work_dir / 'train_stdout.log', PROGRESS, env)
+                   '--cfg-options', *options], work_dir / 'train_stdout.log', PROGRESS, env, tag)
     checkpoint = best_checkpoint(work_dir)
-    print(f'[{name}] trained in {time.time() - start:.0f} s; testing {checkpoint.name} '
-          'under key conditions', flush=True)
-    test_options = [f'test_dataloader.dataset.data_root={args.data_root}',
-                    'test_cfg.type=KeyConditionTestLoop', f'test_cfg.incorrect={args.incorrect}']
+    say(f'[{name}] trained in {time.time() - start:.0f} s; testing {checkpoint.name} '
+        f'(selected on val) on the test split under key conditions')
+    test_opts = test_options(args.data_root) + [
+        'test_cfg.type=KeyConditionTestLoop', f'test_cfg.incorrect={args.incorrect}']
     run_streaming([sys.executable, 'tools/test.py', config, str(checkpoint), '--work-dir',
-                   str(work_dir), '--cfg-options', *test_options],
-                  work_dir / 'test_stdout.log', re.compile(r'^\|'), env)
+                   str(work_dir), '--cfg-options', *test_opts],
+                  work_dir / 'test_stdout.log', re.compile(r'^\|'), env, tag)
     report = json.loads((work_dir / 'key_conditions.json').read_text())
     if report['protection'] and not args.no_figure:
         figure = out / f'conditions_{slug(config)}.png'
         subprocess.run([sys.executable, 'tools/visualize_conditions.py', config,
                         str(checkpoint), '--out', str(figure), '--cfg-options',
-                        f'test_dataloader.dataset.data_root={args.data_root}'],
+                        *test_options(args.data_root)],
                        cwd=REPO, check=True, capture_output=True, env=env)
-        print(f'[{name}] figure: {figure}', flush=True)
+        say(f'[{name}] figure: {figure}')
+    say(f'[{name}] done in {time.time() - start:.0f} s')
     return report['summary']
 
 
+def _cell(summary: Dict, condition: str, metric: str) -> str:
+    if condition != 'incorrect':
+        return f'{summary[condition][metric]:.2f}'
+    inc = summary['incorrect']
+    return (f"{inc['mean'][metric]:.2f} ± {inc['std'][metric]:.2f} "
+            f"[{inc['min'][metric]:.2f}, {inc['max'][metric]:.2f}]")
+
+
 def results_table(results: Dict[str, Dict]) -> str:
-    lines = ['| model | correct mIoU | plain mIoU | incorrect mIoU (mean ± std [min, max]) |',
-             '|---|---:|---:|---:|']
+    """One row per model and metric: pooled mIoU (mmseg) and per-image mIoU (paper 2)."""
+    lines = ['| model | metric | correct | plain | incorrect (mean ± std [min, max]) |',
+             '|---|---|---:|---:|---:|']
+    metrics = (('mIoU', 'mIoU (pooled)'), ('mIoU_per_image', 'mIoU per image'))
     for name, summary in results.items():
-        correct = summary['correct']['mIoU']
-        if 'incorrect' not in summary:  # unprotected: every condition is the same model
-            lines.append(f'| {name} | {correct:.2f} | {correct:.2f} (same model) | - |')
-            continue
-        inc = summary['incorrect']
-        lines.append(
-            f"| {name} | {correct:.2f} | {summary['plain']['mIoU']:.2f} | "
-            f"{inc['mean']['mIoU']:.2f} ± {inc['std']['mIoU']:.2f} "
-            f"[{inc['min']['mIoU']:.2f}, {inc['max']['mIoU']:.2f}] ({inc['num_keys']} keys) |")
+        for metric, label in metrics:
+            if metric not in summary['correct']:
+                continue
+            correct = _cell(summary, 'correct', metric)
+            if 'incorrect' not in summary:  # unprotected: every condition is the same model
+                lines.append(f'| {name} | {label} | {correct} | {correct} (same model) | - |')
+                continue
+            lines.append(f"| {name} | {label} | {correct} | {_cell(summary, 'plain', metric)} | "
+                         f"{_cell(summary, 'incorrect', metric)} "
+                         f"({summary['incorrect']['num_keys']} keys) |")
     return '\n'.join(lines)
+
+
+def machine() -> Dict:
+    """Where and when the demo ran (for the README's numbers)."""
+    processor = platform.processor() or platform.machine()
+    cpuinfo = Path('/proc/cpuinfo')
+    if cpuinfo.is_file():
+        names = re.findall(r'^model name\s*:\s*(.+)$', cpuinfo.read_text(), re.M)
+        processor = names[0] if names else processor
+    return {'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+            'cpu_count': os.cpu_count(), 'processor': processor,
+            'python': platform.python_version()}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -128,7 +186,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='override the training length (for a quick check)')
     parser.add_argument('--no-figure', action='store_true')
     parser.add_argument('--num-train', type=int, default=400, help='synthetic training images')
-    parser.add_argument('--num-val', type=int, default=100, help='synthetic validation images')
+    parser.add_argument('--num-val', type=int, default=100,
+                        help='synthetic validation images (checkpoint selection)')
+    parser.add_argument('--num-test', type=int, default=100,
+                        help='synthetic test images (the reported numbers)')
+    parser.add_argument('--seed', type=int, default=0, help='training seed (randomness.seed)')
+    parser.add_argument('--jobs', type=int, default=len(MODELS),
+                        help='models trained at once (default: %(default)s)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch threads per process (default: cores // jobs, at least 1)')
     return parser.parse_args(argv)
 
 
@@ -137,20 +203,32 @@ def main(argv=None) -> None:
     out = REPO / args.out
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    print('[data] writing the synthetic dataset', flush=True)
+    info = machine()
+    info['load_average_start'] = os.getloadavg()
+    say('[data] writing the synthetic dataset')
     subprocess.run([sys.executable, 'tools/make_dataset.py', '--out', args.data_root,
-                    '--num-train', str(args.num_train), '--num-val', str(args.num_val)],
-                   cwd=REPO, check=True)
+                    '--num-train', str(args.num_train), '--num-val', str(args.num_val),
+                    '--num-test', str(args.num_test)], cwd=REPO, check=True)
     key_file = out / 'owner.key'
     if not key_file.exists():
         subprocess.run([sys.executable, 'tools/keygen.py', str(key_file)], cwd=REPO, check=True)
-    results = {name: train_and_test(name, config, out, args) for name, config in MODELS}
+    jobs = max(1, min(args.jobs, len(MODELS)))
+    threads = args.threads or threads_per_job(jobs, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {name: pool.submit(train_and_test, name, config, out, args, threads)
+                   for name, config in MODELS}
+        results = {name: future.result() for name, future in futures.items()}
+    elapsed = time.time() - start
+    info.update(load_average_end=os.getloadavg(), seconds=round(elapsed), jobs=jobs,
+                threads_per_job=threads, seed=args.seed)
     table = results_table(results)
     (out / 'results.md').write_text(table + '\n')
-    (out / 'results.json').write_text(json.dumps(results, indent=2))
-    print(f'\nDemo results (synthetic dataset, {time.time() - start:.0f} s in all):\n')
-    print(table)
-    print(f'\nwritten: {out / "results.md"}, {out / "results.json"}, {out}/conditions_*.png')
+    (out / 'results.json').write_text(json.dumps({'run': info, 'models': results}, indent=2))
+    say(f'\nDemo results (synthetic dataset, test split, seed {args.seed}, {elapsed:.0f} s in '
+        f'all on {info["cpu_count"]} cores, {jobs} jobs x {threads} thread(s); load average '
+        f'{info["load_average_end"][0]:.2f}):\n')
+    say(table)
+    say(f'\nwritten: {out / "results.md"}, {out / "results.json"}, {out}/conditions_*.png')
 
 
 if __name__ == '__main__':

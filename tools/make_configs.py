@@ -116,12 +116,18 @@ def render_block_config(cipher: str, block_size: int,
     tables = 'paper 1 Table 1' + (', paper 2 Table II' if block_size <= TABLE_II_MAX_BLOCK
                                   else '')
     step = dict(type=transform, block_size=block_size, key=Raw(KEY_SOURCE), num_channels=3)
+    if cipher == 'ffx':
+        # Paper 1's FFX: a fixed password, the key only chooses the encrypted values.
+        step['mode'] = 'paper'
     train = with_cipher(pipelines['train'], step, TRAIN_CIPHER_INDEX)
     test = with_cipher(pipelines['test'], step, TEST_CIPHER_INDEX)
     return (f'# {paper_name} ({transform}) with {block_size}x{block_size} blocks ({tables}).\n'
             f'# The pipelines of configs/_base_/datasets/voc12_256x256.py with the cipher at\n'
             f'# train index {TRAIN_CIPHER_INDEX} and val/test index {TEST_CIPHER_INDEX}; '
             f'key from $KP_KEY.\n'
+            + ("# mode='paper': paper 1's fixed FFX password (BlockFFX.PAPER_PASSWORD); the key\n"
+               "# only chooses the encrypted values. The protection default, mode='keyed', also\n"
+               '# derives the password from the key.\n' if cipher == 'ffx' else '') +
             f'{HEADER}'
             f"_base_ = ['./_base_/fcn_r50-d8_block_100e_voc12-256x256.py']\n"
             f'{render_pipeline("train_pipeline", train)}'

@@ -10,6 +10,8 @@ _base_ = [
 ]
 # The plugin also makes mmseg's tools load checkpoints on torch >= 2.6.
 custom_imports = dict(imports=['mmseg_keyprotect'], allow_failed_imports=False)
+# Writes a config with redacted key sources; seals checkpoints (mmseg_keyprotect/engine/runner.py).
+runner_type = 'KeyProtectedRunner'
 
 crop_size = (256, 256)
 data_preprocessor = dict(size=crop_size)

@@ -8,6 +8,8 @@ _base_ = [
     './_base_/schedules/schedule_demo.py',
 ]
 custom_imports = dict(imports=['mmseg_keyprotect'], allow_failed_imports=False)
+# Writes a config with redacted key sources; seals checkpoints (mmseg_keyprotect/engine/runner.py).
+runner_type = 'KeyProtectedRunner'
 
 crop_size = (64, 64)
 num_classes = 6

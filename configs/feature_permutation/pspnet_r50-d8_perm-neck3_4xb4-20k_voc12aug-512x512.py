@@ -3,6 +3,8 @@
 # The auxiliary head reads output 2 and is not affected. Key from $KP_KEY.
 _base_ = ['mmseg::pspnet/pspnet_r50-d8_4xb4-20k_voc12aug-512x512.py']
 custom_imports = dict(imports=['mmseg_keyprotect'], allow_failed_imports=False)
+# Writes a config with redacted key sources; seals checkpoints (mmseg_keyprotect/engine/runner.py).
+runner_type = 'KeyProtectedRunner'
 model = dict(
     neck=dict(
         type='ChannelPermutationNeck',

@@ -3,6 +3,8 @@
 # mmseg ships SegFormer configs for ADE20K and Cityscapes only. Key from $KP_KEY.
 _base_ = ['mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py']
 custom_imports = dict(imports=['mmseg_keyprotect'], allow_failed_imports=False)
+# Writes a config with redacted key sources; seals checkpoints (mmseg_keyprotect/engine/runner.py).
+runner_type = 'KeyProtectedRunner'
 model = dict(
     type='KeyProtectedEncoderDecoder',
     protection=dict(

@@ -3,6 +3,8 @@
 # Each point has its own permutation. Key from $KP_KEY.
 _base_ = ['mmseg::upernet/upernet_r50_4xb4-20k_voc12aug-512x512.py']
 custom_imports = dict(imports=['mmseg_keyprotect'], allow_failed_imports=False)
+# Writes a config with redacted key sources; seals checkpoints (mmseg_keyprotect/engine/runner.py).
+runner_type = 'KeyProtectedRunner'
 model = dict(
     backbone=dict(
         _delete_=True,

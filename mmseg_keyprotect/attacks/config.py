@@ -18,19 +18,24 @@ from __future__ import annotations
 import copy
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
+import torch
 from mmengine.config import Config, ConfigDict
 
 from ..engine.protection import _LOADERS, _is_cipher, _pipelines
 from ..models.protected import PLAIN_SEGMENTOR_TYPES
+from .stolen_files import momentum_init
 
 __all__ = ['AttackSpec', 'RemovedProtection', 'attacker_view', 'attack_runner_config',
-           'ATTACK_KINDS']
+           'ATTACK_KINDS', 'INITS']
 
 #: Attacks on a stolen model, plus the reference of training from scratch.
 ATTACK_KINDS = ('scratch', 'finetune', 'head_only', 'adapter', 'sinkhorn')
+#: Where an attack's weights start (ignored by ``scratch``).
+INITS = ('checkpoint', 'momentum')
 
 _PROTECTED_BUILDERS = {'KeyProtectedBackbone': 'backbone', 'KeyProtectedHead': 'head'}
 
@@ -124,6 +129,9 @@ class AttackSpec:
         head_modules: module paths trained by ``head_only``.
         sinkhorn: options of :class:`~.adapters.SinkhornPermutation`.
         seed: seed of the subset and of training.
+        init: where the attacked weights start: ``'checkpoint'`` (the stolen
+            weights) or ``'momentum'`` (the optimizer state of a stolen
+            ``iter_*.pth``, :func:`~.stolen_files.momentum_init`).
     """
 
     kind: str
@@ -134,8 +142,11 @@ class AttackSpec:
     head_modules: List[str] = field(default_factory=list)
     sinkhorn: Dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    init: str = 'checkpoint'
 
     def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f'unknown init {self.init!r}; choose one of {INITS}')
         if self.kind not in ATTACK_KINDS:
             raise ValueError(f'unknown attack {self.kind!r}; choose one of {ATTACK_KINDS}')
         if not 0 < self.fraction <= 1:
@@ -148,7 +159,8 @@ class AttackSpec:
 
     @property
     def slug(self) -> str:
-        return f'{self.kind}_f{self.fraction:g}_it{self.budget}_s{self.seed}'
+        init = '' if self.init == 'checkpoint' or self.kind == 'scratch' else f'_{self.init}'
+        return f'{self.kind}{init}_f{self.fraction:g}_it{self.budget}_s{self.seed}'
 
 
 def subset_indices(size: int, fraction: float, seed: int) -> List[int]:
@@ -188,6 +200,11 @@ def attack_runner_config(victim: Config, checkpoint: Optional[str], spec: Attack
     cfg.model = ConfigDict(type='AttackedSegmentor', segmentor=cfg.model, adapters=adapters,
                            trainable=trainable)
     cfg.load_from = None if spec.kind == 'scratch' else checkpoint
+    if spec.kind != 'scratch' and spec.init == 'momentum':
+        init_file = Path(work_dir) / 'momentum_init.pth'
+        init_file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({'state_dict': momentum_init(cfg.model.segmentor, checkpoint)}, init_file)
+        cfg.load_from = str(init_file)
     cfg.resume = False
     cfg.work_dir = work_dir
     train = cfg.train_dataloader

@@ -63,7 +63,8 @@ def run_attack(victim: Config,
     runner = Runner.from_cfg(cfg)
     runner.train()
     result: Dict[str, Any] = dict(
-        kind=spec.kind, fraction=spec.fraction, budget=spec.budget, seed=spec.seed,
+        kind=spec.kind, init=spec.init, fraction=spec.fraction, budget=spec.budget,
+        seed=spec.seed,
         train_images=len(cfg.train_dataloader.dataset.indices))
     model = runner.model
     sinkhorns = _sinkhorn_modules(model)

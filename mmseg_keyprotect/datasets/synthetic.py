@@ -23,7 +23,7 @@ expects them::
     root/
       JPEGImages/train_00000.jpg ...
       SegmentationClass/train_00000.png ...   (palette PNG, pixel = class index)
-      ImageSets/Segmentation/train.txt, val.txt
+      ImageSets/Segmentation/train.txt, val.txt (and test.txt if asked for)
 
 Every image is drawn from its own random stream, seeded by
 ``(seed, split, index)``, so the same arguments give byte-identical files,
@@ -62,7 +62,7 @@ _COLOURS: Dict[str, Tuple[float, float, float]] = {
     'blue': (45.0, 70.0, 210.0),
     'green': (45.0, 175.0, 60.0),
 }
-_SPLITS = ('train', 'val')
+_SPLITS = ('train', 'val', 'test')
 _JPEG_QUALITY = 95
 
 
@@ -204,7 +204,8 @@ def make_synthetic_voc(root: Union[str, Path],
                        num_train: int = 400,
                        num_val: int = 100,
                        image_size: Sequence[int] = (64, 64),
-                       seed: int = 0) -> Path:
+                       seed: int = 0,
+                       num_test: int = 0) -> Path:
     """Write the synthetic dataset under ``root`` in mmseg's VOC layout.
 
     Existing files with the same names are overwritten; other files are left
@@ -218,6 +219,9 @@ def make_synthetic_voc(root: Union[str, Path],
             ``(64, 64)``.
         seed: the dataset seed; the same seed gives byte-identical files.
             Defaults to 0.
+        num_test: number of test images (``test.txt``), drawn from their own
+            streams, so disjoint from the validation images: select a checkpoint
+            on ``val``, report on ``test``. Defaults to 0 (no test split).
 
     Returns:
         Path: ``root``.
@@ -227,12 +231,16 @@ def make_synthetic_voc(root: Union[str, Path],
             ``image_size`` is not two integers >= 16.
     """
     size = _check_args(num_train, num_val, image_size)
+    if isinstance(num_test, bool) or not isinstance(num_test, (int, np.integer)) or num_test < 0:
+        raise ValueError(f'num_test must be an integer >= 0, got {num_test!r}')
     root = Path(root)
     img_dir, seg_dir = root / 'JPEGImages', root / 'SegmentationClass'
     split_dir = root / 'ImageSets' / 'Segmentation'
     for folder in (img_dir, seg_dir, split_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    for split_id, (split, count) in enumerate(zip(_SPLITS, (num_train, num_val))):
+    for split_id, (split, count) in enumerate(zip(_SPLITS, (num_train, num_val, num_test))):
+        if split == 'test' and not count:
+            continue
         names = [f'{split}_{index:05d}' for index in range(count)]
         for index, name in enumerate(names):
             rng = np.random.default_rng([int(seed), split_id, index])

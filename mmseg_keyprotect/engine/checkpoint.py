@@ -1,4 +1,4 @@
-"""Load local checkpoints with ``torch.load(weights_only=True)`` and an explicit allowlist.
+"""Load checkpoints of every scheme without unpickling arbitrary objects.
 
 mmengine 0.10.7 calls ``torch.load(filename, map_location)`` without
 ``weights_only``. Since torch 2.6 that means ``weights_only=True`` with
@@ -9,13 +9,20 @@ numpy scalars), so ``--resume`` and ``tools/test.py`` fail with an
 checkpoint run arbitrary code when loaded, which a model-protection plugin
 must not allow.
 
-Importing :mod:`mmseg_keyprotect` (as ``custom_imports`` does) replaces
-mmengine's local-file loader (the ``''`` scheme of
-:class:`mmengine.runner.CheckpointLoader`) with
-:func:`load_from_local_weights_only`: still ``weights_only=True``, with
-exactly the extra globals an mmengine/mmseg checkpoint needs
-(:data:`CHECKPOINT_GLOBALS`). A checkpoint that references anything else is
-refused with :class:`UnsafeCheckpointError` naming the offending globals.
+Importing :mod:`mmseg_keyprotect` (as ``custom_imports`` does) replaces the
+loader of every scheme of :class:`mmengine.runner.CheckpointLoader` (local
+paths, ``http(s)://``, ``torchvision://``, ``open-mmlab://``, ``mmcls://``,
+``s3://``/``petrel://``; ``pavi://`` is refused) with one that ends in
+:func:`safe_torch_load`: ``weights_only=True`` with exactly the extra globals
+an mmengine/mmseg checkpoint needs (:data:`CHECKPOINT_GLOBALS`). A checkpoint
+that references anything else is refused with :class:`UnsafeCheckpointError`
+naming the offending globals.
+
+Versions: torch >= 2.6 loads safely. On torch 2.0-2.4, where
+``weights_only`` cannot take extra globals, a restricted unpickler (torch's own
+weights-only allowlist plus :data:`CHECKPOINT_GLOBALS`) does the same job, and
+a warning says once that weights-only loading has known bypasses before
+torch 2.6 (CVE-2025-32434): do not load untrusted checkpoints there.
 
 To load a checkpoint that legitimately stores another type, allowlist that
 type with torch's own mechanism, after checking that it is safe to build from
@@ -25,17 +32,25 @@ untrusted data::
 """
 from __future__ import annotations
 
+import _compat_pickle
 import importlib
+import io
+import os
 import os.path as osp
 import pickle
-from typing import Any, Callable, List, Tuple, Union
+import warnings
+from typing import Any, Callable, List, Optional, Tuple, Union
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
+from mmengine.dist import get_dist_info
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import CheckpointLoader
+from mmengine.runner import checkpoint as ckpt_utils
 
-__all__ = ['CHECKPOINT_GLOBALS', 'UnsafeCheckpointError', 'load_from_local_weights_only']
+__all__ = ['CHECKPOINT_GLOBALS', 'UnsafeCheckpointError', 'load_from_local_weights_only',
+           'safe_torch_load', 'install_safe_loaders', 'SAFE_LOADERS']
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
 
@@ -100,10 +115,11 @@ def _unpickler_reason(err: pickle.UnpicklingError) -> str:
     return paragraphs[0] if paragraphs else type(err).__name__
 
 
-def _refusal(filename: str, err: pickle.UnpicklingError) -> UnsafeCheckpointError:
+def _refusal(filename: str, err: pickle.UnpicklingError,
+             path: Optional[str] = None) -> UnsafeCheckpointError:
     """An error naming what ``filename`` asked for that is not allowed."""
     try:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(filename)
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:  # not a zip checkpoint: only torch's message can say what failed
         unsafe = []
     reason = (f'it references {", ".join(sorted(unsafe))}, which is not allowed'
@@ -114,6 +130,105 @@ def _refusal(filename: str, err: pickle.UnpicklingError) -> UnsafeCheckpointErro
         'mmseg_keyprotect.engine.checkpoint.CHECKPOINT_GLOBALS, because other objects could '
         'run code from the file. If you trust the file and the type is safe to build from '
         'untrusted data, allow it with `torch.serialization.add_safe_globals([...])`.')
+
+
+def _restricted_pickle_module() -> Any:
+    """A ``pickle`` module whose ``Unpickler`` builds only allowlisted globals.
+
+    For torch < 2.5, where ``torch.serialization.safe_globals`` does not exist
+    and ``weights_only=True`` cannot be given extra globals: torch's own
+    weights-only allowlist plus :data:`CHECKPOINT_GLOBALS`, enforced in
+    ``find_class`` (the "restricting globals" recipe of Python's ``pickle``
+    documentation).
+    """
+    from torch import _weights_only_unpickler
+    allowed = dict(_weights_only_unpickler._get_allowed_globals())
+    for item in CHECKPOINT_GLOBALS:
+        obj, name = item if isinstance(item, tuple) else \
+            (item, f'{item.__module__}.{item.__qualname__}')
+        allowed[name] = obj
+    allowed['numpy.dtype'] = _dtype_without_objects
+
+    class RestrictedUnpickler(pickle.Unpickler):
+
+        def find_class(self, module: str, name: str) -> Any:
+            if (module, name) in _compat_pickle.NAME_MAPPING:  # protocol 2: Python 2 names
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+            full = f'{module}.{name}'
+            if full in allowed:
+                return allowed[full]
+            raise UnsafeCheckpointError(f'the checkpoint references {full}, which is not '
+                                        'allowed')
+
+    class RestrictedPickle:
+        Unpickler = RestrictedUnpickler
+        __name__ = 'mmseg_keyprotect_restricted_pickle'
+        load = staticmethod(lambda f, **kw: RestrictedUnpickler(f, **kw).load())
+
+    return RestrictedPickle
+
+
+def _dtype_without_objects(*args: Any) -> np.dtype:
+    """``numpy.dtype`` for unpickling, refusing object dtypes (as the weights-only path does)."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise UnsafeCheckpointError('the checkpoint holds a numpy object array (ObjectDType), '
+                                    'which is not allowed')
+    return dtype
+
+
+def _has_safe_globals() -> bool:
+    return hasattr(torch.serialization, 'safe_globals')
+
+
+def _torch_version() -> Tuple[int, int]:
+    major, minor = torch.__version__.split('.')[:2]
+    return int(major), int(''.join(c for c in minor if c.isdigit()) or 0)
+
+
+_warned_old_torch = False
+
+
+def _warn_old_torch() -> None:
+    """Say once that weights-only loading is bypassable on torch < 2.6 (CVE-2025-32434)."""
+    global _warned_old_torch
+    if _warned_old_torch or _torch_version() >= (2, 6):
+        return
+    _warned_old_torch = True
+    warnings.warn(
+        f'torch {torch.__version__}: weights-only checkpoint loading has known bypasses before '
+        'torch 2.6 (CVE-2025-32434); mmseg-keyprotect loads checkpoints with a restricted '
+        'unpickler, but do not load checkpoints from untrusted sources on this torch. '
+        'Upgrade to torch>=2.6 for safe loading.', UserWarning, stacklevel=3)
+
+
+def safe_torch_load(source: Any, map_location: Any = None, name: str = 'checkpoint',
+                    force_restricted_unpickler: bool = False) -> Any:
+    """``torch.load`` that builds only tensors, containers and :data:`CHECKPOINT_GLOBALS`.
+
+    Args:
+        source: a path or a file-like object.
+        map_location: as for :func:`torch.load`.
+        name: how to name the checkpoint in errors.
+        force_restricted_unpickler: use the path for torch < 2.5 (tests).
+
+    Raises:
+        UnsafeCheckpointError: if the checkpoint references anything else.
+    """
+    _warn_old_torch()
+    path = source if isinstance(source, str) else None
+    if _has_safe_globals() and not force_restricted_unpickler:
+        with torch.serialization.safe_globals(list(CHECKPOINT_GLOBALS)):
+            try:
+                return torch.load(source, map_location=map_location, weights_only=True)
+            except pickle.UnpicklingError as err:  # named while the allowlist is in force
+                raise _refusal(name, err, path) from None
+    try:
+        return torch.load(source, map_location=map_location, weights_only=False,
+                          pickle_module=_restricted_pickle_module())
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(f'refusing to load checkpoint {name!r}: {err}') from None
 
 
 def load_from_local_weights_only(filename: str, map_location: Any = None) -> Any:
@@ -137,11 +252,83 @@ def load_from_local_weights_only(filename: str, map_location: Any = None) -> Any
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
-    with torch.serialization.safe_globals(list(CHECKPOINT_GLOBALS)):
-        try:
-            return torch.load(filename, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise _refusal(filename, err) from None
+    return safe_torch_load(filename, map_location, filename)
 
 
-CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_weights_only, force=True)
+def load_from_http(filename: str, map_location: Any = None, model_dir: Optional[str] = None,
+                   progress: bool = False) -> Any:
+    """Download a checkpoint once (torch hub's cache; rank 0 first) and load it safely."""
+    rank, world_size = get_dist_info()
+    folder = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
+    path = osp.join(folder, osp.basename(urlparse(filename).path))
+
+    def fetch() -> None:
+        if not osp.isfile(path):
+            os.makedirs(folder, exist_ok=True)
+            torch.hub.download_url_to_file(filename, path, progress=progress)
+
+    if rank == 0:
+        fetch()
+    if world_size > 1:
+        torch.distributed.barrier()
+        if rank > 0:
+            fetch()
+    return load_from_local_weights_only(path, map_location)
+
+
+def load_from_torchvision(filename: str, map_location: Any = None) -> Any:
+    """``torchvision://NAME`` (and the deprecated ``modelzoo://NAME``), loaded safely."""
+    name = filename.split('://', 1)[1]
+    return load_from_http(ckpt_utils.get_torchvision_models()[name], map_location)
+
+
+def load_from_openmmlab(filename: str, map_location: Any = None) -> Any:
+    """``open-mmlab://NAME`` / ``openmmlab://NAME``, loaded safely."""
+    name = filename.split('://', 1)[1]
+    name = ckpt_utils.get_deprecated_model_names().get(name, name)
+    url = ckpt_utils.get_external_models()[name]
+    if url.startswith(('http://', 'https://')):
+        return load_from_http(url, map_location)
+    return load_from_local_weights_only(osp.join(ckpt_utils._get_mmengine_home(), url),
+                                        map_location)
+
+
+def load_from_mmcls(filename: str, map_location: Any = None) -> Any:
+    """``mmcls://NAME``, loaded safely."""
+    url = ckpt_utils.get_mmcls_models()[filename[len('mmcls://'):]]
+    return ckpt_utils._process_mmcls_checkpoint(load_from_http(url, map_location))
+
+
+def load_from_backend(filename: str, map_location: Any = None, backend: str = 'petrel') -> Any:
+    """``s3://`` / ``petrel://`` through mmengine's file backends, loaded safely."""
+    from mmengine.fileio import get_file_backend
+    data = get_file_backend(filename, backend_args={'backend': backend}).get(filename)
+    with io.BytesIO(data) as buffer:
+        return safe_torch_load(buffer, map_location, filename)
+
+
+def refuse_pavi(filename: str, map_location: Any = None) -> Any:
+    """``pavi://`` is not supported: its client is not installable here to load it safely."""
+    raise UnsafeCheckpointError(f'refusing to load {filename!r}: mmseg-keyprotect has no safe '
+                                'loader for pavi://; download the file and load it by path')
+
+
+#: Every scheme of mmengine's ``CheckpointLoader`` and the safe loader that replaces it.
+SAFE_LOADERS = {
+    '': load_from_local_weights_only,
+    ('http://', 'https://'): load_from_http,
+    ('modelzoo://', 'torchvision://'): load_from_torchvision,
+    ('open-mmlab://', 'openmmlab://'): load_from_openmmlab,
+    'mmcls://': load_from_mmcls,
+    (r'(\S+\:)?s3://', r'(\S+\:)?petrel://'): load_from_backend,
+    'pavi://': refuse_pavi,
+}
+
+
+def install_safe_loaders() -> None:
+    """Make every scheme of mmengine's ``CheckpointLoader`` load through :func:`safe_torch_load`."""
+    for prefixes, loader in SAFE_LOADERS.items():
+        CheckpointLoader.register_scheme(prefixes=prefixes, loader=loader, force=True)
+
+
+install_safe_loaders()

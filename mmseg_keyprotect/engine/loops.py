@@ -15,7 +15,16 @@ evaluator:
   main process — the decode/augment work is done once per image;
 * for permutations inside the model, :class:`KeyIndependentPrefix` computes the
   network up to the first keyed point once per batch and replays it for the
-  other conditions.
+  other conditions. If that prefix is not a pure function of the batch (a
+  module in train mode, random numbers drawn, forward hooks), the loop logs why
+  and runs the whole network once per condition instead.
+
+Incorrect keys are drawn so that the tables they derive (permutation, mask,
+lookup) differ from the correct key's and from each other
+(:func:`~mmseg_keyprotect.engine.conditions.draw_incorrect_keys`); the JSON
+report counts the rejected duplicates. An evaluator with mmseg's pooled
+``IoUMetric`` also gets paper 2's per-image mean IoU
+(:class:`~mmseg_keyprotect.engine.metrics.PerImageIoUMetric`, ``mIoU_per_image``).
 
 If a keyed transform is followed by anything but packing, each condition gets
 its own pass over the data instead (same numbers, slower). Dataloader workers
@@ -42,11 +51,12 @@ from mmseg.registry import LOOPS
 from torch.utils.data import DataLoader
 
 from ..keyed import KeyedComponent
+from ..models.permutation import ChannelPermutation
 from ..transforms import BlockCipher
-from .conditions import (KeyCondition, find_keyed_components, key_condition, make_conditions,
+from .conditions import (KeyCondition, draw_incorrect_keys, find_keyed_components, key_condition,
                          walk_containers)
 from .hooks import register_protection_hook
-from .metrics import use_fast_iou
+from .metrics import add_per_image_miou, use_fast_iou
 from .postprocess import batched_postprocess
 from .prefix_cache import KeyIndependentPrefix
 from .protection import describe_protection
@@ -150,6 +160,8 @@ class ConditionEvaluation:
         self.conditions = list(conditions)
         self.fp16 = fp16
         self.share_prefix = share_prefix
+        #: why the shared prefix was not used (None: it was, or it was not asked for)
+        self.prefix_fallback: Optional[str] = None
 
     def run(self, stage: str) -> Dict[str, Dict[str, float]]:
         """Evaluate; call the runner's ``{stage}`` iteration hooks for the first condition.
@@ -209,12 +221,22 @@ class ConditionEvaluation:
                         else contextlib.nullcontext()
                     with key_condition(condition, model), share:
                         outputs = self._step(model, batch, stage)
+                    if i == 0 and prefix is not None and prefix.unsafe_reason is not None:
+                        self._fall_back(prefix.unsafe_reason)
+                        use_prefix, prefix = False, None
                     evaluators[i].process(data_samples=outputs, data_batch=batch)
                     if i == 0:
                         first_outputs = [o.clone() for o in outputs] \
                             if len(self.conditions) > 1 else outputs
                 self.runner.call_hook(f'after_{stage}_iter', batch_idx=idx,
                                       data_batch=data_batch, outputs=first_outputs)
+
+    def _fall_back(self, reason: str) -> None:
+        """Stop sharing the prefix for the rest of the evaluation, and say why."""
+        self.prefix_fallback = reason
+        print_log(f'key conditions: not replaying the key-independent prefix ({reason}); '
+                  'falling back to one full forward pass per condition', logger='current',
+                  level=logging.WARNING)
 
     @torch.no_grad()
     def _pass_per_condition(self, stage: str, model, evaluators: list, data_side: list) -> None:
@@ -290,6 +312,50 @@ def _flatten(summary: Dict[str, Dict[str, Any]]) -> Dict[str, float]:
     return flat
 
 
+def _size_lazy_permutations(model, dataloader: DataLoader,
+                            components: Sequence[KeyedComponent]) -> None:
+    """Run one batch under the correct key if a permutation does not know its channel count yet.
+
+    A lazily sized :class:`ChannelPermutation` derives its index on its first
+    forward; the incorrect keys can only be compared by their permutations after it.
+    """
+    if not any(isinstance(c, ChannelPermutation) and c.num_channels is None
+               for c in components):
+        return
+    data_batch = next(iter(dataloader), None)
+    if data_batch is not None:
+        model.eval()
+        with torch.no_grad(), key_condition(KeyCondition.correct(), model):
+            model.test_step(data_batch)
+
+
+class _IncorrectKeys:
+    """The conditions of a loop; incorrect keys drawn once, against the components in play."""
+
+    def __init__(self, correct: bool, plain: bool, incorrect: int, seed: int) -> None:
+        if isinstance(incorrect, bool) or not isinstance(incorrect, int) or incorrect < 0:
+            raise ValueError(f'incorrect must be a non-negative int, got {incorrect!r}')
+        if not (correct or plain or incorrect):
+            raise ValueError('no key condition selected: enable correct, plain or incorrect > 0')
+        self.correct, self.plain, self.incorrect, self.seed = correct, plain, incorrect, seed
+        self.rejected = 0
+        self._conditions: Optional[List[KeyCondition]] = None
+
+    def conditions(self, model, dataloader: DataLoader) -> List[KeyCondition]:
+        """correct, plain, then incorrect keys whose derived tables are all distinct."""
+        if self._conditions is None:
+            components = find_keyed_components(model, dataloader)
+            if self.incorrect:
+                _size_lazy_permutations(model, dataloader, components)
+            keys, self.rejected = draw_incorrect_keys(self.incorrect, self.seed, components)
+            conditions = [KeyCondition.correct()] if self.correct else []
+            if self.plain:
+                conditions.append(KeyCondition.plain())
+            conditions += [KeyCondition.incorrect(k, i) for i, k in enumerate(keys)]
+            self._conditions = conditions
+        return self._conditions
+
+
 @LOOPS.register_module()
 class KeyConditionTestLoop(TestLoop):
     """Test loop that reports correct, plain and N incorrect keys.
@@ -300,7 +366,10 @@ class KeyConditionTestLoop(TestLoop):
     ``correct/mIoU``, ``plain/mIoU``, ``incorrect/mIoU_mean`` (``_std``,
     ``_min``, ``_max``) and likewise for the evaluator's other metrics.
     Registers a :class:`~mmseg_keyprotect.engine.hooks.KeyProtectionHook` on
-    the runner (block alignment check, checkpoint protection check).
+    the runner (block alignment check, checkpoint protection check). The JSON
+    report also holds ``incorrect_rejected_duplicates`` (drawn keys whose tables
+    equalled another's) and ``prefix_replay_fallback`` (why the shared prefix
+    was not used, or null).
 
     Args:
         runner, dataloader, evaluator, fp16: as for mmengine's ``TestLoop``.
@@ -309,29 +378,38 @@ class KeyConditionTestLoop(TestLoop):
         incorrect (int): number of random incorrect keys. Defaults to 100.
         seed (int): seed the incorrect keys are drawn from. Defaults to 0.
         share_prefix (bool): reuse the key-independent part of the network
-            across conditions. Defaults to True.
+            across conditions (it falls back to one full pass per condition,
+            and logs why, where that would not be exact). Defaults to True.
         out_name (str): file name stem of the JSON/markdown reports.
+        per_image (bool): add paper 2's per-image mean IoU
+            (``PerImageIoUMetric``, ``mIoU_per_image``) beside an ``IoUMetric``
+            of the evaluator. Defaults to True.
     """
 
     def __init__(self, runner, dataloader, evaluator, fp16: bool = False,
                  correct: bool = True, plain: bool = True, incorrect: int = 100,
                  seed: int = 0, share_prefix: bool = True,
-                 out_name: str = 'key_conditions') -> None:
+                 out_name: str = 'key_conditions', per_image: bool = True) -> None:
         super().__init__(runner, dataloader, evaluator, fp16)
         register_protection_hook(runner)
-        self.conditions = make_conditions(correct, plain, incorrect, seed)
+        self.keys = _IncorrectKeys(correct, plain, incorrect, seed)
         self.seed = seed
         self.share_prefix = share_prefix
         self.out_name = out_name
+        if per_image:
+            add_per_image_miou(self.evaluator)
         self.summary: Optional[Dict[str, Dict[str, Any]]] = None
+        self.prefix_fallback: Optional[str] = None
 
     def run(self) -> dict:
         """Evaluate every condition, report, and return the flat metrics."""
         self.runner.call_hook('before_test')
         self.runner.call_hook('before_test_epoch')
-        results = ConditionEvaluation(self.runner, self.dataloader, self.evaluator,
-                                      self.conditions, self.fp16,
-                                      self.share_prefix).run('test')
+        evaluation = ConditionEvaluation(self.runner, self.dataloader, self.evaluator,
+                                         self.keys.conditions(self.runner.model, self.dataloader),
+                                         self.fp16, self.share_prefix)
+        results = evaluation.run('test')
+        self.prefix_fallback = evaluation.prefix_fallback
         self.summary = summarize(results)
         table = markdown_table(self.summary)
         print_log(f'Key conditions:\n{table}', logger='current')
@@ -349,6 +427,10 @@ class KeyConditionTestLoop(TestLoop):
             'protection': describe_protection(self.runner.model, self.dataloader),
             'dataset_size': len(self.dataloader.dataset),
             'incorrect_seed': self.seed,
+            # incorrect keys drawn and thrown away: their tables equalled the correct
+            # key's or an earlier incorrect key's (conditions.draw_incorrect_keys)
+            'incorrect_rejected_duplicates': self.keys.rejected,
+            'prefix_replay_fallback': self.prefix_fallback,
             'summary': self.summary,
             'per_condition': results,
         }
@@ -373,20 +455,26 @@ class KeyConditionValLoop(ValLoop):
         plain (bool): also report plain. Defaults to False.
         incorrect (int): also report this many incorrect keys. Defaults to 0.
         seed (int): seed of the incorrect keys. Defaults to 0.
+        per_image (bool): add the per-image mean IoU beside an ``IoUMetric``.
+            Defaults to True.
     """
 
     def __init__(self, runner, dataloader, evaluator, fp16: bool = False,
-                 plain: bool = False, incorrect: int = 0, seed: int = 0) -> None:
+                 plain: bool = False, incorrect: int = 0, seed: int = 0,
+                 per_image: bool = True) -> None:
         super().__init__(runner, dataloader, evaluator, fp16)
         register_protection_hook(runner)
-        self.conditions = make_conditions(True, plain, incorrect, seed)
+        self.keys = _IncorrectKeys(True, plain, incorrect, seed)
+        if per_image:
+            add_per_image_miou(self.evaluator)
 
     def run(self) -> dict:
         """Evaluate; return correct-key metrics plus prefixed other conditions."""
         self.runner.call_hook('before_val')
         self.runner.call_hook('before_val_epoch')
         results = ConditionEvaluation(self.runner, self.dataloader, self.evaluator,
-                                      self.conditions, self.fp16).run('val')
+                                      self.keys.conditions(self.runner.model, self.dataloader),
+                                      self.fp16).run('val')
         summary = summarize(results)
         metrics = dict(summary.pop('correct'))
         metrics.update(_flatten(summary))

@@ -17,12 +17,27 @@ if anything modified one in place, that pass was still right (it saw what a
 fresh computation would have), but the cache is dropped and the remaining
 conditions of the batch are computed in full. Data samples (which the model
 annotates with its predictions) are cloned on every replay.
+
+Replay is only right when the prefix is a pure function of the batch. The
+record pass checks that and, if not, keeps nothing (every condition then runs
+the whole network) and says why in :attr:`KeyIndependentPrefix.unsafe_reason`:
+
+* a prefix module (or one of its submodules) is in train mode (batch-norm
+  statistics, active dropout);
+* the prefix drew random numbers (torch's CPU or CUDA generator, numpy's or
+  Python's global one changed between the start of the pass and the first keyed
+  module), e.g. dropout or noise that runs in eval mode too;
+* a prefix module or a submodule has forward hooks or pre-hooks, or global
+  forward hooks are installed: replay would skip them or run them on cached
+  outputs.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterator, List, Tuple
+import random
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+import numpy as np
 import torch
 from mmengine.structures import BaseDataElement
 from torch import nn
@@ -55,6 +70,24 @@ def _tensors(obj: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(o)
 
 
+def _hook_count(module: nn.Module) -> Tuple[int, int]:
+    return len(module._forward_hooks), len(module._forward_pre_hooks)
+
+
+def _rng_state() -> Tuple[Any, ...]:
+    """The global random generators' states: torch CPU (and CUDA if initialised), numpy, random."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+    numpy_state = np.random.get_state()
+    return (torch.get_rng_state(), cuda, numpy_state[1].copy(), numpy_state[2:],
+            random.getstate())
+
+
+def _same_rng(a: Tuple[Any, ...], b: Tuple[Any, ...]) -> bool:
+    return (torch.equal(a[0], b[0]) and len(a[1]) == len(b[1])
+            and all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
+            and np.array_equal(a[2], b[2]) and a[3] == b[3] and a[4] == b[4])
+
+
 class KeyIndependentPrefix:
     """Record once per batch, replay for every further key condition.
 
@@ -78,14 +111,19 @@ class KeyIndependentPrefix:
         self._versions: List[Tuple[torch.Tensor, int]] = []
         self.replayed_calls = 0
         self.invalidated = False
+        self.unsafe_reason: Optional[str] = None
 
     @contextlib.contextmanager
     def record(self) -> Iterator[None]:
         """Run one forward pass inside; remember the outputs of the key-independent prefix."""
         self._outputs, self._versions, self.invalidated = {}, [], False
+        self.unsafe_reason = None
         if not self.enabled:
             yield
             return
+        own_hooks = {id(m): _hook_count(m) for m in self.model.modules()}
+        rng_before = _rng_state()
+        rng_at_keyed: List[Any] = []
         clock = [0]
         # module, start, end, (output, [(tensor, version when returned)])
         calls: List[Tuple[nn.Module, int, int, Any]] = []
@@ -98,6 +136,7 @@ class KeyIndependentPrefix:
             if isinstance(module, KeyedComponent):
                 if first_keyed[0] is None:
                     first_keyed[0] = clock[0]
+                    rng_at_keyed.append(_rng_state())
                 return
             starts.setdefault(id(module), []).append(clock[0])
 
@@ -120,9 +159,32 @@ class KeyIndependentPrefix:
         if first_keyed[0] is None:
             return  # no keyed module ran: nothing is known to be key-independent
         kept = self._outermost_before(calls, first_keyed[0])
+        self.unsafe_reason = self._why_unsafe(kept, own_hooks, rng_before, rng_at_keyed[0])
+        if self.unsafe_reason is not None:
+            return
         self._outputs = {k: [output for output, _ in v] for k, v in kept.items()}
         self._versions = [tv for v in kept.values() for _, versions in v for tv in versions]
         self._check_versions()  # modified in place later in this very pass?
+
+    def _why_unsafe(self, kept: Dict[int, List[Any]], hooks: Dict[int, Tuple[int, int]],
+                    rng_before: Any, rng_at_keyed: Any) -> Optional[str]:
+        """Why replaying the ``kept`` prefix could differ from computing it (None: it cannot)."""
+        global_hooks = [name for name in ('_global_forward_hooks', '_global_forward_pre_hooks')
+                        if getattr(torch.nn.modules.module, name, None)]
+        if global_hooks:
+            return f'global forward hooks are installed ({", ".join(global_hooks)})'
+        names = {id(m): name or type(m).__name__ for name, m in self.model.named_modules()}
+        prefix_modules = [m for m in self.modules if id(m) in kept]
+        for root in prefix_modules:
+            for module in root.modules():
+                where = f'{names.get(id(module))} (before the first keyed point)'
+                if module.training:
+                    return f'{where} is in train mode'
+                if hooks.get(id(module), (0, 0)) != (0, 0):
+                    return f'{where} has forward hooks'
+        if not _same_rng(rng_before, rng_at_keyed):
+            return 'the layers before the first keyed point drew random numbers'
+        return None
 
     def _check_versions(self) -> None:
         """Drop the cache if a pass modified a cached tensor in place."""

@@ -31,10 +31,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from mmseg.registry import TRANSFORMS
 from torch import nn
 
-from ..keyed import KeyedComponent
 from ..keys import SecretKey
-from ..models.data_preprocessor import BlockCipherSegDataPreProcessor
-from ..models.permutation import ChannelPermutation
 from ..models.weight_encryption import weight_encryption_fingerprint
 from ..transforms.block_cipher import BlockCipher
 from .conditions import find_keyed_components
@@ -176,18 +173,6 @@ def _check_pipeline(where: str, pipeline: Sequence[Any], after: List[Tuple[str, 
             _check_multiple(value, what, block_size, kind)
 
 
-def _describe(component: KeyedComponent) -> Dict[str, Any]:
-    if isinstance(component, BlockCipherSegDataPreProcessor):
-        component = component.cipher  # the same protection as this cipher in the pipeline
-    entry: Dict[str, Any] = {'type': type(component).__name__}
-    if isinstance(component, BlockCipher):
-        entry['block_size'] = component.block_size
-    elif isinstance(component, ChannelPermutation):
-        entry['point'] = component.purpose
-    entry['key'] = component.correct_key.fingerprint
-    return entry
-
-
 def describe_protection(*targets: Any) -> Descriptor:
     """A non-secret description of the keyed components of ``targets``.
 
@@ -203,7 +188,7 @@ def describe_protection(*targets: Any) -> Descriptor:
         for a model whose weights are encrypted with the key. The same cipher in
         several pipelines is listed once.
     """
-    entries = {tuple(sorted(_describe(c).items())) for c in find_keyed_components(*targets)}
+    entries = {tuple(sorted(c.describe().items())) for c in find_keyed_components(*targets)}
     entries |= {(('key', fingerprint), ('type', 'WeightEncryption'))
                 for fingerprint in _weight_encryption_fingerprints(targets)}
     return [dict(entry) for entry in sorted(entries, key=repr)]

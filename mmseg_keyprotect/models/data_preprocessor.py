@@ -113,6 +113,10 @@ class BlockCipherSegDataPreProcessor(SegDataPreProcessor, KeyedComponent):
         self._correct_key = cipher.correct_key
         self._active_key = cipher.correct_key
 
+    def describe(self) -> Dict[str, Any]:
+        """Its cipher's description: the same protection as that cipher in the pipeline."""
+        return self.cipher.describe()
+
     @property
     def block_size(self) -> int:
         """The cipher's block size."""

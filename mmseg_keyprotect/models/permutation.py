@@ -18,7 +18,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 from mmseg.registry import MODELS
@@ -139,6 +139,20 @@ class ChannelPermutation(nn.Module, KeyedComponent):
         with torch.inference_mode(False):
             self.index = channel_permutation_index(self.active_key, self.purpose,
                                                    self.num_channels).to(device)
+
+    def describe(self) -> Dict[str, Any]:
+        """``{'type': CLASS NAME, 'point': PURPOSE, 'key': FINGERPRINT}``."""
+        return {**super().describe(), 'point': self.purpose}
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # The index is derived from the key: rebuild it where the module is unpickled.
+        state = self.__dict__.copy()
+        state['_buffers'] = {**state['_buffers'], 'index': None}
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._on_key_change()
 
     def _name(self) -> str:
         return f'{type(self).__name__}({self.purpose!r})'

@@ -26,6 +26,7 @@ into the unprotected model (which then behaves like the *plain* condition).
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 from mmseg.models.segmentors import CascadeEncoderDecoder, EncoderDecoder
@@ -36,7 +37,7 @@ from ..keys import KeySpec, resolve_key
 from .auto_points import resolve_points
 from .permutation import ChannelPermutation
 from .points import PointLike, attach_permutations
-from .weight_encryption import attach_weight_encryption
+from .weight_encryption import attach_weight_encryption, weight_encryption_key
 
 __all__ = [
     'KeyProtectedSegmentorMixin', 'KeyProtectedEncoderDecoder',
@@ -60,6 +61,13 @@ class KeyProtectedSegmentorMixin:
     Put it before the segmentor in the bases; every other argument goes to the
     segmentor unchanged and the permutations are attached once it is built.
 
+    A protected segmentor cannot be pickled (``torch.save(model)``): the pickle
+    would hold its weights in clear and what is derived from its key. Save
+    checkpoints through mmengine's runner (sealed by
+    :class:`~mmseg_keyprotect.engine.hooks.CheckpointSealHook`) or
+    :func:`~mmseg_keyprotect.models.weight_encryption.sealed_state_dict`.
+    ``copy.deepcopy`` (used by mmengine's EMA) still works: the copy shares the key.
+
     Args:
         protection (dict): ``dict(key=KEY_SOURCE, points=[...])`` and optionally
             ``prefix=''``; see
@@ -69,10 +77,12 @@ class KeyProtectedSegmentorMixin:
             ``'backbone-stages'``, ``'classifier-input'``, also inside a list)
             chooses the points from the built model
             (:func:`~mmseg_keyprotect.models.auto_points.resolve_points`).
-            ``encrypt_weights=True`` also encrypts the segmentor's ``state_dict``
-            (so its checkpoints) with the key
-            (:func:`~mmseg_keyprotect.models.weight_encryption.attach_weight_encryption`);
+            ``encrypt_weights=True`` also seals the checkpoints of the run with
+            the key and makes the model refuse weights that are not sealed
+            with it (:mod:`~mmseg_keyprotect.models.weight_encryption`);
             ``points=[]`` is then allowed (weights encrypted, no permutation).
+            ``allow_plaintext_weights=True`` lets such a model load unsealed
+            weights (to start from an unencrypted model on purpose).
     """
 
     def __init__(self, *args: Any, protection: Mapping[str, Any], **kwargs: Any) -> None:
@@ -81,14 +91,50 @@ class KeyProtectedSegmentorMixin:
         if protection.get('points'):
             protection['points'] = resolve_points(self, protection['points'])
         encrypt = protection.pop('encrypt_weights', False)
-        if not isinstance(encrypt, bool):
-            raise ValueError(f'protection.encrypt_weights must be True or False, got {encrypt!r}')
+        allow_plaintext = protection.pop('allow_plaintext_weights', False)
+        for name, value in (('encrypt_weights', encrypt),
+                            ('allow_plaintext_weights', allow_plaintext)):
+            if not isinstance(value, bool):
+                raise ValueError(f'protection.{name} must be True or False, got {value!r}')
+        if allow_plaintext and not encrypt:
+            raise ValueError('protection.allow_plaintext_weights=True only applies with '
+                             'encrypt_weights=True')
         if encrypt and not protection.get('points', True):
             protection.pop('points')
         else:
             attach_permutations(self, **protection)
         if encrypt:
-            attach_weight_encryption(self, protection.get('key'))
+            attach_weight_encryption(self, protection.get('key'), allow_plaintext)
+
+    def loss(self, inputs: Tensor, data_samples: Any) -> dict:
+        """mmseg's ``loss``; an ``encrypt_weights`` model first checks its checkpoints are sealed.
+
+        Raises:
+            RuntimeError: if the model encrypts its weights but no
+                ``CheckpointSealHook`` prepared the run: its checkpoints would
+                hold the optimizer state in clear.
+        """
+        if weight_encryption_key(self) is not None and \
+                not getattr(self, '_keyprotect_checkpoints_sealed', False):
+            raise RuntimeError(
+                f'{type(self).__name__} has encrypt_weights=True, but nothing seals the '
+                'checkpoints of this training run (the optimizer state would be written in '
+                "clear): use runner_type='KeyProtectedRunner', the key-condition loops, or "
+                "custom_hooks=[dict(type='KeyProtectionHook'), dict(type='CheckpointSealHook')]")
+        return super().loss(inputs, data_samples)
+
+    def __reduce_ex__(self, protocol: int):
+        raise TypeError(
+            f'refusing to pickle {type(self).__name__}: the pickle would hold its weights in '
+            'clear and what is derived from its key. Save checkpoints with mmengine\'s runner '
+            '(sealed when encrypt_weights=True), or torch.save(sealed_state_dict(model)) '
+            '(mmseg_keyprotect.models.weight_encryption)')
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> 'KeyProtectedSegmentorMixin':
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return copied
 
 
 @MODELS.register_module()
@@ -255,6 +301,7 @@ def disable_weight_decryption(cfg: Any) -> List[str]:
             protection = node.get('protection')
             if hasattr(protection, 'get') and protection.get('encrypt_weights'):
                 protection['encrypt_weights'] = False
+                protection.pop('allow_plaintext_weights', None)
                 if not protection.get('points') and node.get('type') in PLAIN_SEGMENTOR_TYPES:
                     node['type'] = PLAIN_SEGMENTOR_TYPES[node['type']]
                     node.pop('protection')

@@ -22,7 +22,6 @@ Place a cipher after the geometric augmentation and before ``PackSegInputs``::
 from __future__ import annotations
 
 import functools
-import warnings
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Hashable, Optional, Tuple
 
@@ -35,7 +34,8 @@ from ..keyed import KeyedComponent
 from ..keys import KeySpec, SecretKey
 from .blocks import Shape, check_block_shape, gather_index, tile_over_blocks
 
-__all__ = ['BlockCipher', 'BlockShuffle', 'BlockNegPos', 'BlockFFX', 'ffx_lookup']
+__all__ = ['BlockCipher', 'BlockShuffle', 'BlockNegPos', 'BlockFFX', 'ffx_lookup', 'FFX_MODES',
+           'PAPER_PASSWORD']
 
 _CACHE_SIZE = 8
 
@@ -157,6 +157,10 @@ class BlockCipher(BaseTransform, KeyedComponent):
         state['_tables'] = OrderedDict()
         return state
 
+    def describe(self) -> Dict[str, Any]:
+        """``{'type': 'BlockShuffle', 'block_size': M, 'key': FINGERPRINT}``."""
+        return {**super().describe(), 'block_size': self.block_size}
+
     def _extra_repr(self) -> str:
         return ''
 
@@ -240,23 +244,46 @@ def ffx_lookup(password: bytes, length: int = 3) -> np.ndarray:
     return table
 
 
+#: FFX modes: ``'keyed'`` derives the password from the key (the protection default);
+#: ``'paper'`` uses a fixed password and the key only chooses the encrypted values (paper 1).
+FFX_MODES = ('keyed', 'paper')
+#: The fixed password of ``mode='paper'``: paper 1 only says "a fixed password"; this is
+#: the default of the authors' published FFX code.
+PAPER_PASSWORD = 'password'
+
+
 @TRANSFORMS.register_module()
 class BlockFFX(BlockCipher):
     """FFX: format-preserving Feistel encryption of a keyed half of every block.
 
     Selected uint8 values go through a 3-digit ``pyffx.Integer`` cipher
-    (0..255 -> 0..999) via a 256-entry lookup built once per key; the others
-    are kept. The whole image is then scaled by ``255 / max(lookup)``, so the
-    output is float32 in 0..255.
+    (0..255 -> 0..999) via a 256-entry lookup built once per password; the
+    others are kept. The whole image is then divided by the lookup's maximum
+    and multiplied by 255 (paper 1 divides by the maximum; the factor 255 keeps
+    the 0..255 range that mmseg's normalisation expects), so the output is
+    float32 in 0..255.
+
+    Two modes:
+
+    * ``'keyed'`` (default, the protection we recommend): the FFX password is
+      derived from the key too, so a wrong key changes the lookup and its scale
+      as well as the encrypted positions.
+    * ``'paper'`` (paper 1, for reproducing it): a fixed, public password
+      (``password``, default :data:`PAPER_PASSWORD`); the key only chooses which
+      values are encrypted. Weaker: the lookup is the same for every key.
 
     Args:
         block_size (int): block side M.
         key (SecretKey | dict): the secret key or its source. It selects the
-            positions and, unless ``password`` is given, derives the FFX password.
+            positions and, in ``'keyed'`` mode, derives the FFX password.
         num_channels (int, optional): required channel count.
-        password (str, optional): a fixed FFX password, as in the paper's
-            setting. It is stored in the config in clear text, so use it only to
-            reproduce the paper. Defaults to None (derived from the key).
+        mode (str): ``'keyed'`` or ``'paper'``. Defaults to ``'keyed'``.
+        password (str, optional): the fixed password of ``'paper'`` mode.
+            Defaults to :data:`PAPER_PASSWORD`; not allowed in ``'keyed'`` mode.
+
+    Raises:
+        ValueError: an unknown mode, or a password that is not a non-empty
+            string or is given in ``'keyed'`` mode.
     """
 
     cipher_name = 'ffx'
@@ -266,18 +293,24 @@ class BlockFFX(BlockCipher):
                  block_size: int,
                  key: KeySpec = None,
                  num_channels: Optional[int] = None,
+                 mode: str = 'keyed',
                  password: Optional[str] = None) -> None:
         super().__init__(block_size=block_size, key=key, num_channels=num_channels)
-        if password is not None:
+        if mode not in FFX_MODES:
+            raise ValueError(f'BlockFFX: mode must be one of {FFX_MODES}, got {mode!r}')
+        if mode == 'keyed' and password is not None:
+            raise ValueError("BlockFFX: a fixed password is paper 1's setting; give "
+                             "mode='paper' with it (mode='keyed' derives it from the key)")
+        if mode == 'paper':
+            password = PAPER_PASSWORD if password is None else password
             if not isinstance(password, str) or not password:
-                raise ValueError('password must be a non-empty string or None')
-            warnings.warn('BlockFFX(password=...) keeps a fixed FFX password in the config in '
-                          'clear text (the paper setting); leave it unset to derive the '
-                          'password from the key', UserWarning, stacklevel=2)
+                raise ValueError(f'BlockFFX: password must be a non-empty string, got '
+                                 f'{password!r}')
+        self.mode = mode
         self._password = password
 
     def _password_for(self, key: SecretKey) -> bytes:
-        if self._password is not None:
+        if self.mode == 'paper':
             return self._password.encode()
         return key.derive_bytes('ffx/password', 16).hex().encode()
 
@@ -296,5 +329,9 @@ class BlockFFX(BlockCipher):
         index = np.add(img.reshape(-1), offset, dtype=np.uint16)
         return np.take(table, index)
 
+    def describe(self) -> Dict[str, Any]:
+        """Also the mode: a model trained on one FFX mode's images is not the other's."""
+        return {**super().describe(), 'mode': self.mode}
+
     def _extra_repr(self) -> str:
-        return ", password='***'" if self._password is not None else ''
+        return f', mode={self.mode!r}'

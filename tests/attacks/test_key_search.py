@@ -28,7 +28,7 @@ def victim():
         model = MODELS.build(dict(
             type='KeyProtectedEncoderDecoder', backbone=_BACKBONE, decode_head=_HEAD,
             data_preprocessor=dict(type='SegDataPreProcessor'), test_cfg=ConfigDict(mode='whole'),
-            protection=dict(key=dict(seed=TRUE_SEED), points=['decode_head.conv_seg:input'])))
+            protection=dict(key=dict(seed=TRUE_SEED, published=True), points=['decode_head.conv_seg:input'])))
     return model.eval()
 
 

@@ -201,6 +201,9 @@ def test_protocol_is_the_papers(name):
     for split in ('val', 'test'):
         resize = next(s for s in datasets[split].pipeline if s.type == 'Resize')
         assert tuple(resize.scale) == (256, 256) and not resize.keep_ratio
+    # both mean IoUs: mmseg's pooled one and paper 2's per image (the papers' number)
+    for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
+        assert [m.type for m in evaluator] == ['IoUMetric', 'PerImageIoUMetric']
     # best checkpoint by (correct-key) development mIoU
     checkpoint = cfg.default_hooks.checkpoint
     assert (checkpoint.save_best, checkpoint.rule) == ('mIoU', 'greater') and checkpoint.by_epoch
@@ -240,8 +243,11 @@ def test_cipher_sits_at_the_documented_indices(name):
     pipelines = {split: cfg[f'{split}_dataloader'].dataset.pipeline
                  for split in ('train', 'val', 'test')}
     step = pipelines['train'][TRAIN_INDEX]
-    assert step == dict(type=CIPHER_TYPES[cipher], block_size=int(size), key=dict(env='KP_KEY'),
-                        num_channels=3)
+    expected = dict(type=CIPHER_TYPES[cipher], block_size=int(size), key=dict(env='KP_KEY'),
+                    num_channels=3)
+    if cipher == 'ffx':  # paper 1's FFX: fixed password, the key chooses the positions
+        expected['mode'] = 'paper'
+    assert step == expected
     assert 256 % step.block_size == 0
     for split, index in (('train', TRAIN_INDEX), ('val', TEST_INDEX), ('test', TEST_INDEX)):
         pipeline = pipelines[split]

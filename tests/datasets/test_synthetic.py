@@ -50,6 +50,23 @@ def test_other_seed_gives_other_images_and_val_count_leaves_train_alone(tmp_path
     assert all(more_val[name] == data for name, data in base.items() if 'train' in name)
 
 
+def test_test_split_is_disjoint_from_val_and_leaves_it_alone(tmp_path: Path):
+    without = _files(make_synthetic_voc(tmp_path / 'a', num_train=2, num_val=3))
+    root = make_synthetic_voc(tmp_path / 'b', num_train=2, num_val=3, num_test=3)
+    with_test = _files(root)
+    assert 'ImageSets/Segmentation/test.txt' not in without
+    assert all(with_test[name] == data for name, data in without.items())
+    split_dir = root / 'ImageSets' / 'Segmentation'
+    val = split_dir.joinpath('val.txt').read_text().split()
+    test = split_dir.joinpath('test.txt').read_text().split()
+    assert len(test) == 3 and not set(val) & set(test)
+    # different pictures, not only different names
+    assert not ({with_test[f'JPEGImages/{n}.jpg'] for n in val}
+                & {with_test[f'JPEGImages/{n}.jpg'] for n in test})
+    with pytest.raises(ValueError, match='num_test'):
+        make_synthetic_voc(tmp_path / 'c', num_train=1, num_val=1, num_test=-1)
+
+
 def test_every_class_appears_with_its_colour():
     rng = np.random.default_rng(0)
     samples = [render_sample(rng, (48, 48)) for _ in range(40)]

@@ -15,9 +15,9 @@ import torch
 from mmengine.config import Config
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import CheckpointLoader, Runner
-from mmengine.runner.checkpoint import load_from_http
 
-from mmseg_keyprotect.engine.checkpoint import UnsafeCheckpointError, load_from_local_weights_only
+from mmseg_keyprotect.engine.checkpoint import (SAFE_LOADERS, UnsafeCheckpointError,
+                                                load_from_local_weights_only, safe_torch_load)
 
 REPO = Path(__file__).parents[2]
 CONFIG = REPO / 'configs' / 'demo' / 'fcn_r18-d8_baseline_demo.py'
@@ -80,17 +80,32 @@ def trained_work_dir(tmp_path_factory: pytest.TempPathFactory,
     return work_dir
 
 
-def _load(path: Path) -> Any:
-    return CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+@pytest.fixture(params=['weights_only', 'restricted_unpickler'])
+def _load(request):
+    """Load through mmengine's local scheme, or through the torch < 2.5 path (forced)."""
+    if request.param == 'weights_only':
+        return lambda path: CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    return lambda path: safe_torch_load(str(path), 'cpu', str(path),
+                                        force_restricted_unpickler=True)
 
 
-def test_registered_for_local_paths_only():
-    assert CheckpointLoader._get_checkpoint_loader('work_dirs/run/iter_2.pth') \
-        is load_from_local_weights_only
-    assert CheckpointLoader._get_checkpoint_loader('https://host/model.pth') is load_from_http
+@pytest.mark.parametrize('name', [
+    'work_dirs/run/iter_2.pth', 'https://host/model.pth', 'http://host/model.pth',
+    'torchvision://resnet50', 'modelzoo://resnet50', 'open-mmlab://resnet50_v1c',
+    'openmmlab://resnet50_v1c', 'mmcls://resnet50', 's3://bucket/model.pth',
+    'petrel://bucket/model.pth', 'pavi://model'])
+def test_every_scheme_loads_through_the_safe_loader(name):
+    loader = CheckpointLoader._get_checkpoint_loader(name)
+    assert loader in SAFE_LOADERS.values(), f'{name} -> {loader.__module__}.{loader.__name__}'
+    assert loader.__module__ == 'mmseg_keyprotect.engine.checkpoint'
 
 
-def test_numpy_and_history_buffer_round_trip(tmp_path: Path):
+def test_every_registered_scheme_is_covered():
+    ours = set(SAFE_LOADERS.values())
+    assert all(loader in ours for loader in CheckpointLoader._schemes.values())
+
+
+def test_numpy_and_history_buffer_round_trip(tmp_path: Path, _load):
     buffer = HistoryBuffer()
     for value in (1.0, 3.0):
         buffer.update(value)
@@ -110,13 +125,13 @@ def test_numpy_and_history_buffer_round_trip(tmp_path: Path):
     assert [type(s) for s in loaded['scalars']] == [type(s) for s in scalars]
 
 
-def test_refuses_a_class_that_is_not_allowed(tmp_path: Path):
+def test_refuses_a_class_that_is_not_allowed(tmp_path: Path, _load):
     torch.save({'state_dict': {}, 'extra': Custom()}, tmp_path / 'custom.pth')
     with pytest.raises(UnsafeCheckpointError, match=rf'{__name__}\.Custom.*not allowed'):
         _load(tmp_path / 'custom.pth')
 
 
-def test_refuses_code_in_a_checkpoint_without_running_it(tmp_path: Path):
+def test_refuses_code_in_a_checkpoint_without_running_it(tmp_path: Path, _load):
     marker = tmp_path / 'ran'
     torch.save({'state_dict': OpensAFile(str(marker))}, tmp_path / 'evil.pth')
     with pytest.raises(UnsafeCheckpointError, match=r'io\.open') as info:
@@ -125,13 +140,13 @@ def test_refuses_code_in_a_checkpoint_without_running_it(tmp_path: Path):
     assert 'weights_only=False' not in str(info.value)
 
 
-def test_refuses_numpy_object_arrays(tmp_path: Path):
+def test_refuses_numpy_object_arrays(tmp_path: Path, _load):
     torch.save({'x': np.array([1, 'a'], dtype=object)}, tmp_path / 'object.pth')
     with pytest.raises(UnsafeCheckpointError, match='ObjectDType'):
         _load(tmp_path / 'object.pth')
 
 
-def test_getattr_reaches_only_history_buffer_statistics(tmp_path: Path):
+def test_getattr_reaches_only_history_buffer_statistics(tmp_path: Path, _load):
     torch.save({'x': ReachesPastHistoryBuffer()}, tmp_path / 'getattr.pth')
     with pytest.raises(UnsafeCheckpointError, match=r"getattr\(.*HistoryBuffer.*'__init__'\)"):
         _load(tmp_path / 'getattr.pth')
@@ -139,12 +154,12 @@ def test_getattr_reaches_only_history_buffer_statistics(tmp_path: Path):
 
 def test_missing_file(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match='nothing.pth'):
-        _load(tmp_path / 'nothing.pth')
+        CheckpointLoader.load_checkpoint(str(tmp_path / 'nothing.pth'))
 
 
 @pytest.mark.skipif(tuple(int(v) for v in torch.__version__.split('.')[:2]) < (2, 6),
                     reason='torch < 2.6 loads with weights_only=False by default')
-def test_runner_checkpoint_needs_the_allowlist(trained_work_dir: Path):
+def test_runner_checkpoint_needs_the_allowlist(trained_work_dir: Path, _load):
     with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
         torch.load(trained_work_dir / 'iter_2.pth', map_location='cpu')
     checkpoint = _load(trained_work_dir / 'iter_2.pth')
@@ -164,4 +179,5 @@ def test_resume_and_test_in_a_fresh_process(trained_work_dir: Path,
     assert result['iter'] == 3
     assert 0.0 <= result['mIoU'] <= 100.0
     assert 'Loads checkpoint by local_weights_only backend' in proc.stdout + proc.stderr
-    assert _load(trained_work_dir / 'iter_3.pth')['meta']['iter'] == 3
+    assert CheckpointLoader.load_checkpoint(str(trained_work_dir / 'iter_3.pth'))['meta']['iter'] \
+        == 3

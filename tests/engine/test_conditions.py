@@ -113,3 +113,67 @@ def test_permutation_output_follows_the_condition(key):
     with key_condition(KeyCondition.incorrect(SecretKey.generate()), perm):
         assert not torch.equal(perm(x), correct)
     torch.testing.assert_close(perm(x), correct)
+
+
+def _masks(cipher, keys):
+    return [cipher.tables(k, (2, 2, 3))[0].tobytes() for k in keys]
+
+
+def test_incorrect_keys_derive_distinct_np_masks(key):
+    """NP with 2x2x3 blocks has only C(12, 6) = 924 masks: byte-distinct keys collide."""
+    from mmseg_keyprotect.engine.conditions import draw_incorrect_keys
+    negpos = BlockNegPos(block_size=2, key=key, num_channels=3)
+    unchecked, rejected = draw_incorrect_keys(100, seed=0)
+    assert rejected == 0
+    masks = _masks(negpos, [key] + unchecked)
+    assert len(set(masks)) < len(masks)  # without the check, some masks repeat
+    keys, rejected = draw_incorrect_keys(100, seed=0, components=[negpos])
+    masks = _masks(negpos, [key] + keys)
+    assert len(keys) == 100 and len(set(masks)) == 101
+    assert rejected > 0
+    # the keys kept are the same draws with the duplicates left out, in order
+    raw, _ = draw_incorrect_keys(100 + rejected, seed=0)
+    seen, expected = {_masks(negpos, [key])[0]}, []
+    for candidate, mask in zip(raw, _masks(negpos, raw)):
+        if mask not in seen:
+            seen.add(mask)
+            expected.append(candidate)
+    assert keys == expected
+
+
+def test_incorrect_keys_differ_for_every_component(key):
+    from mmseg_keyprotect.engine.conditions import derived_tables, draw_incorrect_keys
+    from mmseg_keyprotect.transforms import BlockFFX
+    components = [ChannelPermutation(3, key, 'point'),  # 3! = 6 orders
+                  BlockFFX(block_size=2, key=key, num_channels=1, mode='paper')]
+    keys, rejected = draw_incorrect_keys(5, seed=1, components=components)
+    assert rejected > 0
+    for component in components:
+        tables = [derived_tables(component, k) for k in [key] + keys]
+        assert len(set(tables)) == 6
+    with pytest.raises(ValueError, match='too small'):
+        draw_incorrect_keys(6, seed=1, components=components[:1])
+
+
+def test_ffx_tables_compared_include_the_lookup_only_in_keyed_mode(key, other_key):
+    from mmseg_keyprotect.engine.conditions import derived_tables
+    from mmseg_keyprotect.transforms import BlockFFX
+    paper = BlockFFX(block_size=1, key=key, num_channels=1, mode='paper')
+    keyed = BlockFFX(block_size=1, key=key, num_channels=1)
+    # one value per block, none selected (n // 2 == 0): paper mode derives nothing else
+    assert derived_tables(paper, key) == derived_tables(paper, other_key)
+    assert derived_tables(keyed, key) != derived_tables(keyed, other_key)
+
+
+def test_lazily_sized_permutation_is_compared_by_key_only(key):
+    from mmseg_keyprotect.engine.conditions import derived_tables
+    lazy = ChannelPermutation(None, key, 'lazy')
+    assert derived_tables(lazy, key) is None
+    lazy(torch.zeros(1, 5, 2, 2))
+    assert derived_tables(lazy, key) is not None
+
+
+def test_make_conditions_with_components_rejects_the_correct_table(key):
+    negpos = BlockNegPos(block_size=1, key=key, num_channels=1)  # one mask only
+    with pytest.raises(ValueError, match='too small'):
+        make_conditions(incorrect=1, components=[negpos])

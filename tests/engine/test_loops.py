@@ -20,9 +20,13 @@ from mmseg_keyprotect.keys import SecretKey
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / 'configs' / 'demo' / 'fcn_r18-d8_baseline_demo.py'
-KEY = dict(seed=21)
+KEY = dict(seed=21, published=True)
 POINTS = {
     'm1': ['backbone.layer1:input'],
+    'm2': ['backbone.layer1'],
+    'm3': ['backbone.layer2'],
+    'm4': ['backbone.layer3'],
+    'm5': ['backbone.layer4'],
     'm6': ['decode_head.conv_seg:input'],
     'm1m6': ['backbone.layer1:input', 'decode_head.conv_seg:input'],
 }
@@ -69,8 +73,8 @@ def run_test(cfg: Config) -> tuple:
     return runner, metrics
 
 
-@pytest.mark.parametrize('points', ['m1', 'm6', 'm1m6'])
-def test_prefix_replay_gives_the_same_logits(points):
+@pytest.mark.parametrize('points', ['m1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm1m6'])
+def test_prefix_replay_gives_the_same_logits(points, monkeypatch):
     cfg = Config.fromfile(str(DEMO_CONFIG))
     cfg.model.type = 'KeyProtectedEncoderDecoder'
     cfg.model.protection = dict(key=KEY, points=POINTS[points])
@@ -87,7 +91,15 @@ def test_prefix_replay_gives_the_same_logits(points):
                 fresh.append(model(x, mode='tensor'))
         prefix = KeyIndependentPrefix(model)
         backbone_calls = []
-        model.backbone.layer4.register_forward_hook(lambda *a: backbone_calls.append(1))
+        # Count layer4's computations (a forward hook would itself stop the replay).
+        layer4, forward = model.backbone.layer4, type(model.backbone.layer4).forward
+
+        def counting_forward(self, *args, **kwargs):
+            if self is layer4:
+                backbone_calls.append(1)
+            return forward(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(layer4), 'forward', counting_forward)
         shared = []
         for i, cond in enumerate(conditions):
             with key_condition(cond, model), (prefix.record() if i == 0 else prefix.replay()):
@@ -96,8 +108,10 @@ def test_prefix_replay_gives_the_same_logits(points):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.equal(fresh[0], fresh[1]) and not torch.equal(fresh[0], fresh[2])
     assert prefix.replayed_calls >= 2
-    # Model-6 reuses the whole backbone (layer4 runs once); Model-1 only the stem.
+    # Model-6 reuses the whole backbone (layer4 runs once); Model-1..4 run layer4 per
+    # condition; Model-5 permutes layer4's output, so layer4 itself runs per condition too.
     assert len(backbone_calls) == (1 if points == 'm6' else 3)
+    assert prefix.unsafe_reason is None
 
 
 def test_test_loop_reports_every_condition(tmp_path, data_root):
@@ -118,8 +132,10 @@ def test_test_loop_reports_every_condition(tmp_path, data_root):
     assert report['protection'][0]['point'] == 'decode_head.conv_seg:input'
     assert set(metrics) >= {'correct/mIoU', 'plain/mIoU', 'incorrect/mIoU_mean',
                             'incorrect/mIoU_std', 'incorrect/mIoU_min', 'incorrect/mIoU_max'}
+    assert report['incorrect_rejected_duplicates'] == 0  # 64! orders: no duplicate
+    assert 0 <= summary['correct']['mIoU_per_image'] <= 100
     table = (work / 'key_conditions.md').read_text()
-    assert table.startswith('| condition | aAcc | mIoU | mAcc |')
+    assert table.startswith('| condition | aAcc | mIoU | mAcc | mIoU_per_image |')
     assert '| incorrect (mean ± std [min, max], 3 keys) |' in table
     # The conditions were switched during the loop and restored afterwards.
     keyed = find_keyed_components(runner.model)
@@ -130,13 +146,36 @@ def test_test_loop_reports_every_condition(tmp_path, data_root):
     assert per['incorrect/000'] != per['incorrect/001']
 
 
-@pytest.mark.parametrize('protection', ['perm-m6', 'shf'])
+@pytest.mark.parametrize('protection', ['perm-m2', 'perm-m3', 'perm-m4', 'perm-m5',
+                                        'perm-m6', 'shf'])
 def test_single_pass_equals_one_pass_per_condition(tmp_path, data_root, protection,
                                                    monkeypatch):
-    _, fast = run_test(demo_cfg(tmp_path / 'fast', data_root, protection))
+    runner, fast = run_test(demo_cfg(tmp_path / 'fast', data_root, protection))
+    assert runner.test_loop.prefix_fallback is None  # the prefix was replayed
     monkeypatch.setattr(loops_module, '_ciphers_applicable_after_loading', lambda _: False)
     _, slow = run_test(demo_cfg(tmp_path / 'slow', data_root, protection, share_prefix=False))
     assert fast == slow
+    assert fast['correct/mIoU_per_image'] == slow['correct/mIoU_per_image']
+
+
+def test_loop_falls_back_when_the_prefix_has_hooks(tmp_path, data_root):
+    """A forward hook before the keyed point: every condition runs the whole network."""
+    _, reference = run_test(demo_cfg(tmp_path / 'ref', data_root, 'perm-m6',
+                                     share_prefix=False))
+    cfg = demo_cfg(tmp_path / 'hooked', data_root, 'perm-m6')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        runner = Runner.from_cfg(cfg)
+    calls = []
+    runner.model.backbone.layer1.register_forward_hook(lambda *a: calls.append(1))
+    torch.manual_seed(0)
+    metrics = runner.test()
+    assert 'has forward hooks' in runner.test_loop.prefix_fallback
+    report = json.loads((Path(cfg.work_dir) / 'key_conditions.json').read_text())
+    assert 'has forward hooks' in report['prefix_replay_fallback']
+    # 2 batches x 5 conditions, plus the one batch that sizes the lazy permutations
+    assert len(calls) == 2 * 5 + 1
+    assert metrics == reference
 
 
 def test_preprocessor_cipher_gives_the_pipeline_ciphers_metrics(tmp_path, data_root):

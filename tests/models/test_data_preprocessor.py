@@ -18,6 +18,7 @@ from mmseg_keyprotect.engine import (KeyCondition, KeyIndependentPrefix, find_ke
                                      key_condition)
 from mmseg_keyprotect.engine.protection import (check_block_alignment, check_protection,
                                                 describe_protection)
+from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.models import BatchedBlockCipher, BlockCipherSegDataPreProcessor
 from mmseg_keyprotect.models.batched_ciphers import hwc_to_chw_index
 from mmseg_keyprotect.transforms.blocks import gather_index
@@ -74,6 +75,17 @@ def test_batched_cipher_equals_the_pipeline_transform(name, block_size, key):
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
     else:
         assert np.array_equal(got, expected)  # bit-identical
+
+
+@pytest.mark.parametrize('mode', ['keyed', 'paper'])
+def test_batched_ffx_is_bit_identical_in_both_modes(mode, key, other_key):
+    transform = TRANSFORMS.build(dict(type='BlockFFX', block_size=4, key=key, mode=mode))
+    imgs = images()
+    batched = BatchedBlockCipher(transform)
+    for k in (key, other_key):
+        expected = np.stack([transform.encrypt(i, k) for i in imgs])
+        got = batched.encrypt(torch.stack(packed(imgs)), k).numpy().transpose(0, 2, 3, 1)
+        assert np.array_equal(got, expected)
 
 
 @pytest.mark.parametrize('name', ['BlockShuffle', 'BlockNegPos'])
@@ -189,13 +201,16 @@ def test_tables_follow_the_batch_device(key):
                            pre.batched.encrypt(cpu, key))
 
 
-def test_copies_and_repr_hold_no_key_material(key):
+def test_copies_and_repr_hold_no_key_material(key_file):
+    key = SecretKey.from_file(key_file)  # pickles as its source, as workers need
     pre = preprocessor('BlockFFX', key)
     pre(batch(images(2)))  # build the tables first
     text = repr(pre)
     assert key.fingerprint in text and key.export_hex() not in text
     assert "cipher=BlockFFX(block_size=4" in text and "condition='correct'" in text
-    assert not pickle.loads(pickle.dumps(pre)).batched._tables
+    data = pickle.dumps(pre)
+    assert bytes.fromhex(key.export_hex()) not in data and key.export_hex().encode() not in data
+    assert not pickle.loads(data).batched._tables
     assert torch.equal(copy.deepcopy(pre)(batch(images(2)))['inputs'],
                        pre(batch(images(2)))['inputs'])
 

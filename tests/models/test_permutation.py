@@ -158,10 +158,16 @@ def test_built_from_registry_with_key_source(key, key_file):
     assert torch.equal(perm.index, channel_permutation_index(key, 'p', 8))
 
 
-def test_pickle_and_deepcopy_keep_behaviour(key):
+def test_pickle_and_deepcopy_keep_behaviour(key_file):
+    key = SecretKey.from_file(key_file)
     perm = ChannelPermutation(8, key, 'p')
     x = torch.randn(1, 8, 2, 2)
-    for clone in (pickle.loads(pickle.dumps(perm)), copy.deepcopy(perm)):
+    perm(x)
+    data = pickle.dumps(perm)
+    # neither the key nor the derived index travels in the pickle
+    assert bytes.fromhex(key.export_hex()) not in data
+    assert perm.index.numpy().tobytes() not in data
+    for clone in (pickle.loads(data), copy.deepcopy(perm)):
         assert torch.equal(clone(x), perm(x))
         assert clone.correct_key == key and isinstance(clone.correct_key, SecretKey)
 

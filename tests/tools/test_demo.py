@@ -17,21 +17,50 @@ def test_demo_runs_from_a_fresh_output_directory(tmp_path):
     out, data = tmp_path / 'demo', tmp_path / 'data'
     proc = subprocess.run(
         [sys.executable, str(REPO / 'tools' / 'demo.py'), '--out', str(out), '--data-root',
-         str(data), '--max-iters', '2', '--incorrect', '2', '--num-train', '8', '--num-val', '4'],
+         str(data), '--max-iters', '2', '--incorrect', '2', '--num-train', '8', '--num-val', '4',
+         '--num-test', '3'],
         capture_output=True, text=True, timeout=900,
         env={k: v for k, v in os.environ.items() if k != 'KP_DEMO_KEY_FILE'})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     key = out / 'owner.key'
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    results = json.loads((out / 'results.json').read_text())
+    report = json.loads((out / 'results.json').read_text())
+    results = report['models']
     assert list(results) == ['baseline', 'block cipher (SHF, M=2)',
                              'recommended: permutation (Model-1..6) + encrypted weights']
     for name, summary in results.items():
         assert 0 <= summary['correct']['mIoU'] <= 100
+        assert 0 <= summary['correct']['mIoU_per_image'] <= 100
         if name != 'baseline':
             assert summary['incorrect']['num_keys'] == 2
-    assert (out / 'results.md').read_text().count('\n') == 5  # header, rule, 3 models
+    assert report['run']['seconds'] > 0 and report['run']['cpu_count'] >= 1
+    # header, rule, 3 models x (pooled, per-image)
+    assert (out / 'results.md').read_text().count('\n') == 8
+    # the reported numbers come from the test split, not the val split used for selection
+    for config in ('fcn_r18-d8_baseline_demo', 'fcn_r18-d8_perm-m1to6-encw_demo'):
+        tested = json.loads((out / config / 'key_conditions.json').read_text())
+        assert tested['dataset_size'] == 3  # the 3 test images, not the 4 val images
     assert len(list(out.glob('conditions_*.png'))) == 2
     # the recommended model's checkpoint holds encrypted weights
     checkpoint = next((out / 'fcn_r18-d8_perm-m1to6-encw_demo').glob('best_mIoU_iter_*.pth'))
     assert 'keyprotect_encryption' in _load_checkpoint(str(checkpoint))['state_dict']
+
+
+def test_demo_selects_on_val_and_reports_on_a_disjoint_test_split(tmp_path):
+    """The demo's checkpoint selection (val) and its reported numbers (test) never share images."""
+    sys.path.insert(0, str(REPO / 'tools'))
+    import demo
+    from mmengine.config import Config
+
+    from mmseg_keyprotect.datasets import make_synthetic_voc
+    data = make_synthetic_voc(tmp_path / 'data', num_train=2, num_val=5, num_test=5)
+    for _, config in demo.MODELS:
+        cfg = Config.fromfile(str(REPO / config))
+        cfg.merge_from_dict(dict(opt.split('=', 1) for opt in demo.test_options(str(data))))
+        val_file = data / cfg.val_dataloader.dataset.ann_file
+        test_file = data / cfg.test_dataloader.dataset.ann_file
+        assert val_file.name == 'val.txt' and test_file.name == 'test.txt'
+        val, test = val_file.read_text().split(), test_file.read_text().split()
+        assert val and test and not set(val) & set(test)
+        assert cfg.default_hooks.checkpoint.save_best == 'mIoU'  # selection on val
+    assert demo.threads_per_job(3, 2) == 1 and demo.threads_per_job(1, 2) == 2

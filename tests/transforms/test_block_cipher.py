@@ -87,14 +87,64 @@ def test_ffx_matches_naive_per_value_pyffx(h, w, c, m, key):
     np.testing.assert_allclose(out, reference_ffx(img, m, key), rtol=1e-6, atol=1e-4)
 
 
-def test_ffx_fixed_password_paper_setting(key):
-    img = random_image((8, 8, 3))
-    with pytest.warns(UserWarning, match='clear text'):
-        cipher = BlockFFX(block_size=4, key=key, password='password')
+def paper_ffx(img, m, key, password='password'):
+    """Paper 1's FFX, written from its text: a 3-digit FFX with a fixed password encrypts
+    the values of the block positions that the key chooses (half of them), then every
+    value of the image is divided by the maximum value the encryption can give."""
+    positions = np.flatnonzero(key.mask(f'ffx/block={m}/channels={img.shape[2]}',
+                                        m * m * img.shape[2]))
+    cipher = pyffx.Integer(password.encode(), length=3)
+    maximum = max(cipher.encrypt(v) for v in range(256))
+    out = np.empty(img.shape, dtype=np.float64)
+    for i in range(0, img.shape[0], m):
+        for j in range(0, img.shape[1], m):
+            block = img[i:i + m, j:j + m].reshape(-1).astype(np.int64)
+            block[positions] = [cipher.encrypt(int(v)) for v in block[positions]]
+            out[i:i + m, j:j + m] = block.reshape(m, m, -1)
+    return out / maximum
+
+
+@pytest.mark.parametrize('h, w, c, m', SHAPES[:3])
+def test_ffx_paper_mode_matches_paper_1(h, w, c, m, key, other_key):
+    img = random_image((h, w, c))
+    cipher = BlockFFX(block_size=m, key=key, mode='paper')
     out = cipher(dict(img=img.copy()))['img']
-    np.testing.assert_allclose(out, reference_ffx(img, 4, key, 'password'), rtol=1e-6,
-                               atol=1e-4)
-    assert 'password' not in repr(cipher).replace("password='***'", '')
+    # ours is the paper's value times 255, to stay in mmseg's 0..255 input range
+    np.testing.assert_allclose(out / 255.0, paper_ffx(img, m, key), rtol=1e-6, atol=1e-6)
+    # the password is fixed: a wrong key only moves the encrypted positions, so the
+    # positions both keys encrypt (and those neither does) get the same values
+    wrong = cipher.encrypt(img, other_key)
+    n = m * m * c
+    both = (key.mask(f'ffx/block={m}/channels={c}', n)
+            == other_key.mask(f'ffx/block={m}/channels={c}', n))
+    same = np.broadcast_to(both.reshape(m, m, c), (h // m, w // m, m, m, c))
+    same = same.transpose(0, 2, 1, 3, 4).reshape(h, w, c)
+    np.testing.assert_array_equal(out[same], wrong[same])
+    assert not np.array_equal(out, wrong)
+
+
+def test_ffx_keyed_mode_derives_the_password(key, other_key):
+    img = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
+    keyed = BlockFFX(block_size=16, key=key, num_channels=1)
+    paper = BlockFFX(block_size=16, key=key, num_channels=1, mode='paper')
+    # same positions, different lookup
+    assert not np.array_equal(keyed.encrypt(img), paper.encrypt(img))
+    np.testing.assert_allclose(paper.encrypt(img, key), paper_ffx(img, 16, key) * 255,
+                               rtol=1e-6)
+    custom = BlockFFX(block_size=16, key=key, num_channels=1, mode='paper', password='other')
+    np.testing.assert_allclose(custom.encrypt(img), paper_ffx(img, 16, key, 'other') * 255,
+                               rtol=1e-6)
+    assert "mode='paper'" in repr(paper) and 'other' not in repr(custom)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(mode='fixed'), 'mode must be one of'),
+    (dict(password='password'), "mode='paper'"),
+    (dict(mode='paper', password=''), 'non-empty string'),
+])
+def test_ffx_mode_errors(kwargs, match, key):
+    with pytest.raises(ValueError, match=match):
+        BlockFFX(block_size=2, key=key, **kwargs)
 
 
 def test_float_images_supported_by_shf_and_np(key):
@@ -189,7 +239,7 @@ import mmseg_keyprotect
 from mmseg.registry import TRANSFORMS
 img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
 for name in ("BlockShuffle", "BlockNegPos", "BlockFFX"):
-    t = TRANSFORMS.build(dict(type=name, block_size=4, key=dict(seed=5)))
+    t = TRANSFORMS.build(dict(type=name, block_size=4, key=dict(seed=5, published=True)))
     print(hashlib.sha256(t(dict(img=img.copy()))["img"].tobytes()).hexdigest())
 '''
     runs = [subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
@@ -199,7 +249,7 @@ for name in ("BlockShuffle", "BlockNegPos", "BlockFFX"):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         here = [hashlib.sha256(TRANSFORMS.build(
-            dict(type=n, block_size=4, key=dict(seed=5)))(dict(img=img.copy()))['img'].tobytes()
+            dict(type=n, block_size=4, key=dict(seed=5, published=True)))(dict(img=img.copy()))['img'].tobytes()
         ).hexdigest() for n in ('BlockShuffle', 'BlockNegPos', 'BlockFFX')]
     assert here == runs[0]
 

@@ -50,3 +50,8 @@ val_dataloader = dict(
 test_dataloader = dict(
     batch_size=16,
     dataset=dict(ann_file='ImageSets/Segmentation/val.txt', pipeline=test_pipeline))
+# Both mean IoUs: mmseg's pooled one (mIoU: intersections and unions summed over the test
+# set) and paper 2's (mIoU_per_image: the mean IoU of each image, averaged over images).
+# The papers' numbers are comparable to mIoU_per_image; see docs/reproduction.md.
+val_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU']), dict(type='PerImageIoUMetric')]
+test_evaluator = val_evaluator

@@ -1,0 +1,54 @@
+"""A runner for protected configs: redacts key sources from what it writes, seals checkpoints.
+
+mmengine's :class:`~mmengine.runner.Runner` writes its config three times
+before any hook runs: into the log (``Config:``), into the visualizer's
+``vis_data/config.py`` and into the work_dir, and then once more into the
+``meta.cfg`` of every checkpoint. A config names its keys by their source;
+a file path or an environment variable's name says where a key is, but a
+seed (``key=dict(seed=N, published=True)``) *is* the key.
+
+:class:`KeyProtectedRunner` builds every component from the config as
+given, and keeps as ``runner.cfg`` (the copy it writes) a copy whose key
+sources are redacted
+(:func:`~mmseg_keyprotect.key_sources.redact_key_sources`). It also registers
+:class:`~mmseg_keyprotect.engine.hooks.KeyProtectionHook` and
+:class:`~mmseg_keyprotect.engine.hooks.CheckpointSealHook`. Select it with::
+
+    runner_type = 'KeyProtectedRunner'
+
+which mmseg's ``tools/train.py`` and ``tools/test.py`` honour
+(``RUNNERS.build(cfg)``). The configs shipped here set it.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from mmengine.config import Config
+from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
+
+from ..key_sources import redact_key_sources
+from .hooks import register_protection_hook
+
+__all__ = ['KeyProtectedRunner']
+
+
+@RUNNERS.register_module()
+class KeyProtectedRunner(Runner):
+    """mmengine's ``Runner`` that writes a redacted config and seals checkpoints.
+
+    Args:
+        *args: as for :class:`mmengine.runner.Runner`.
+        cfg (Config | dict, optional): the full config, as for ``Runner``.
+            The runner keeps (and writes) a redacted copy; the components
+            passed in the other arguments keep their key sources.
+        **kwargs: as for :class:`mmengine.runner.Runner`.
+    """
+
+    def __init__(self, *args: Any, cfg: Any = None, **kwargs: Any) -> None:
+        if cfg is not None:
+            cfg = copy.deepcopy(cfg) if isinstance(cfg, Config) else Config(copy.deepcopy(cfg))
+            redact_key_sources(cfg)
+        super().__init__(*args, cfg=cfg, **kwargs)
+        register_protection_hook(self)

@@ -23,6 +23,7 @@ CONFIG = """_base_ = ['mmseg::{family}/{config}']
 custom_imports = dict(imports=['mmseg_keyprotect'], allow_failed_imports=False)
 model = dict(type='KeyProtectedEncoderDecoder', protection=dict(
     key=dict(file={key!r}), points='auto', encrypt_weights=True))
+custom_hooks = [dict(type='KeyProtectionHook'), dict(type='CheckpointSealHook')]
 
 # --- CPU-sized run on the generated dataset (not part of the protection) ---
 model.update(pretrained=None, data_preprocessor=dict(size=(64, 64)), test_cfg=dict(mode='whole'),

@@ -16,7 +16,7 @@ WHEEL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mmseg-keyprotect/wheels
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo benchmark clean
+.PHONY: install test test-all demo benchmark sweep clean
 
 install: $(STAMP)
 
@@ -40,6 +40,9 @@ demo: install
 
 benchmark: install
 	$(PY) tools/benchmark.py all
+
+sweep: install  # regenerate docs/architectures.md (every mmseg model family, points='auto')
+	$(PY) tools/sweep_families.py
 
 clean:
 	rm -rf $(VENV) work_dirs data/synthetic_voc

@@ -1,4 +1,5 @@
 """Model side: keyed channel permutations and wrappers (mmseg ``MODELS``)."""
+from .auto_points import PRESETS, resolve_points, trace_segmentor
 from .batched_ciphers import BatchedBlockCipher
 from .data_preprocessor import BlockCipherSegDataPreProcessor
 from .permutation import ChannelPermutation, channel_permutation_index
@@ -8,7 +9,8 @@ from .protected import (ChannelPermutationNeck, KeyProtectedCascadeEncoderDecode
                         build_key_protected_backbone, build_key_protected_head)
 
 __all__ = [
-    'BatchedBlockCipher', 'BlockCipherSegDataPreProcessor',
+    'PRESETS', 'resolve_points', 'trace_segmentor', 'BatchedBlockCipher',
+    'BlockCipherSegDataPreProcessor',
     'ChannelPermutation', 'channel_permutation_index', 'PointSpec', 'PointPermutation',
     'attach_permutations', 'KeyProtectedSegmentorMixin', 'KeyProtectedEncoderDecoder',
     'KeyProtectedCascadeEncoderDecoder', 'build_key_protected_backbone',

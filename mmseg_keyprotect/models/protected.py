@@ -34,6 +34,7 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from ..keys import KeySpec, resolve_key
+from .auto_points import resolve_points
 from .permutation import ChannelPermutation
 from .points import PointLike, attach_permutations
 from .weight_encryption import attach_weight_encryption, weight_encryption_key
@@ -72,6 +73,10 @@ class KeyProtectedSegmentorMixin:
             ``prefix=''``; see
             :func:`~mmseg_keyprotect.models.points.attach_permutations`.
             Paths are relative to the segmentor (``'backbone.layer1'``).
+            ``points='auto'`` (or a preset, ``'recommended'``,
+            ``'backbone-stages'``, ``'classifier-input'``, also inside a list)
+            chooses the points from the built model
+            (:func:`~mmseg_keyprotect.models.auto_points.resolve_points`).
             ``encrypt_weights=True`` also seals the checkpoints of the run with
             the key and makes the model refuse weights that are not sealed
             with it (:mod:`~mmseg_keyprotect.models.weight_encryption`);
@@ -83,6 +88,8 @@ class KeyProtectedSegmentorMixin:
     def __init__(self, *args: Any, protection: Mapping[str, Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         protection = dict(protection)
+        if protection.get('points'):
+            protection['points'] = resolve_points(self, protection['points'])
         encrypt = protection.pop('encrypt_weights', False)
         allow_plaintext = protection.pop('allow_plaintext_weights', False)
         for name, value in (('encrypt_weights', encrypt),

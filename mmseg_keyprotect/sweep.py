@@ -1,0 +1,574 @@
+"""A sweep over every model family mmseg ships: protect each with ``points='auto'``.
+
+For each family directory of ``mmseg/.mim/configs/`` the sweep takes one
+representative config (:data:`FAMILIES`), writes the protected child config a
+user would write, next to a key file::
+
+    _base_ = ['mmseg::fcn/fcn_r18-d8_4xb2-80k_cityscapes-512x1024.py']
+    model = dict(type='KeyProtectedEncoderDecoder', protection=dict(
+        key=dict(file='owner.key'), points='auto', encrypt_weights=True))
+
+loads it with mmengine's ``Config.fromfile``, shrinks it for a CPU
+(:func:`shrink_config`: no pretrained weights, SyncBN -> BN, a tiny input,
+``whole`` inference, and the family's entry in :data:`FAMILIES`) and checks
+(:func:`check_family`) that
+
+1. the model builds and ``'auto'`` finds points;
+2. the correct key, plain and an incorrect key give three different outputs;
+3. gradients reach every permuted point (``loss`` of every head, backward);
+4. :class:`~mmseg_keyprotect.engine.loops.KeyConditionTestLoop` runs on a
+   tiny generated dataset (with mmengine's ``Runner``);
+5. the checkpoint (weights encrypted with the key) reloaded in a *fresh
+   process* gives the same outputs (:func:`reload_checkpoints`, one
+   subprocess for all families).
+
+A family that fails stays in the results with the stage and the error.
+:func:`markdown_table` renders ``docs/architectures.md``; the command line is
+``tools/sweep_families.py``.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from torch import Tensor, nn
+
+__all__ = [
+    'FAMILIES', 'FamilyResult', 'mmseg_config_dir', 'list_families', 'protected_child_config',
+    'shrink_config', 'family_config', 'predict_logits', 'check_family', 'reload_checkpoints',
+    'run_sweep', 'markdown_table'
+]
+
+#: Input side (pixels) of the sweep's square inputs.
+DEFAULT_SIZE = 64
+
+_VIT_4 = {'model.backbone.num_layers': 4, 'model.backbone.out_indices': (0, 1, 2, 3)}
+
+#: family -> ``config`` (file in ``mmseg/.mim/configs/<family>/``), optional
+#: ``overrides`` (dotted config keys merged after :func:`shrink_config`; only
+#: what makes the model smaller or fits the tiny input), optional ``size`` (the
+#: input side, when the default is too small for the model) and optional ``needs``
+#: (what the family needs that this project does not install; shown when it fails).
+FAMILIES: Dict[str, Dict[str, Any]] = {
+    'ann': {'config': 'ann_r50-d8_4xb4-80k_ade20k-512x512.py'},
+    'apcnet': {'config': 'apcnet_r50-d8_4xb4-80k_ade20k-512x512.py'},
+    'beit': {'config': 'beit-base_upernet_8xb2-160k_ade20k-640x640.py',
+             'overrides': {**_VIT_4, 'model.backbone.img_size': (64, 64)}},
+    'bisenetv1': {'config': 'bisenetv1_r18-d32_4xb4-160k_coco-stuff164k-512x512.py'},
+    'bisenetv2': {'config': 'bisenetv2_fcn_4xb4-160k_cityscapes-1024x1024.py'},
+    'ccnet': {'config': 'ccnet_r50-d8_4xb4-80k_ade20k-512x512.py'},
+    'cgnet': {'config': 'cgnet_fcn_4xb4-60k_cityscapes-680x680.py'},
+    'convnext': {'config': 'convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py',
+                 'overrides': {'model.backbone.arch': dict(depths=[1, 1, 1, 1],
+                                                           channels=[96, 192, 384, 768])},
+                 'needs': 'mmpretrain (its ConvNeXt backbone)'},
+    'danet': {'config': 'danet_r50-d8_4xb4-80k_ade20k-512x512.py'},
+    'ddrnet': {'config': 'ddrnet_23-slim_in1k-pre_2xb6-120k_cityscapes-1024x1024.py'},
+    'deeplabv3': {'config': 'deeplabv3_r18-d8_4xb2-80k_cityscapes-512x1024.py'},
+    'deeplabv3plus': {'config': 'deeplabv3plus_r18-d8_4xb4-80k_loveda-512x512.py'},
+    'dmnet': {'config': 'dmnet_r50-d8_4xb4-80k_ade20k-512x512.py'},
+    'dnlnet': {'config': 'dnl_r50-d8_4xb4-80k_ade20k-512x512.py'},
+    'dpt': {'config': 'dpt_vit-b16_8xb2-160k_ade20k-512x512.py', 'overrides': _VIT_4},
+    'dsdl': {'config': 'voc.py'},
+    'emanet': {'config': 'emanet_r50-d8_4xb2-80k_cityscapes-512x1024.py'},
+    'encnet': {'config': 'encnet_r50-d8_4xb4-80k_ade20k-512x512.py'},
+    'erfnet': {'config': 'erfnet_fcn_4xb4-160k_cityscapes-512x1024.py'},
+    'fastfcn': {'config': 'fastfcn_r50-d32_jpu_psp_4xb4-80k_ade20k-512x512.py'},
+    'fastscnn': {'config': 'fast_scnn_8xb4-160k_cityscapes-512x1024.py'},
+    'fcn': {'config': 'fcn_r18-d8_4xb2-80k_cityscapes-512x1024.py'},
+    'gcnet': {'config': 'gcnet_r50-d8_4xb4-80k_ade20k-512x512.py'},
+    'hrnet': {'config': 'fcn_hr18s_4xb4-80k_ade20k-512x512.py'},
+    'icnet': {'config': 'icnet_r18-d8_4xb2-80k_cityscapes-832x832.py'},
+    'isanet': {'config': 'isanet_r50-d8_4xb4-80k_ade20k-512x512.py'},
+    'knet': {'config': 'knet-s3_r50-d8_fcn_8xb2-adamw-80k_ade20k-512x512.py'},
+    'mae': {'config': 'mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
+            'overrides': {**_VIT_4, 'model.backbone.img_size': (64, 64)}},
+    'mask2former': {'config': 'mask2former_r50_8xb2-160k_ade20k-512x512.py',
+                    'needs': 'mmdet (its pixel decoder, transformer decoder and losses)'},
+    'maskformer': {'config': 'maskformer_r50-d32_8xb2-160k_ade20k-512x512.py',
+                   'needs': 'mmdet (its pixel decoder, transformer decoder and losses)'},
+    'mobilenet_v2': {'config': 'mobilenet-v2-d8_fcn_4xb4-160k_ade20k-512x512.py'},
+    'mobilenet_v3': {'config': 'mobilenet-v3-d8-s_lraspp_4xb4-320k_cityscapes-512x1024.py',
+                     'size': 392},  # LRASPP pools 49x49 windows of the 1/8 features
+    'nonlocal_net': {'config': 'nonlocal_r50-d8_4xb4-80k_ade20k-512x512.py'},
+    'ocrnet': {'config': 'ocrnet_hr18s_4xb4-80k_ade20k-512x512.py'},
+    'pidnet': {'config': 'pidnet-s_2xb6-120k_1024x1024-cityscapes.py'},
+    'point_rend': {'config': 'pointrend_r50_4xb4-160k_ade20k-512x512.py'},
+    'poolformer': {'config': 'fpn_poolformer_s12_8xb4-40k_ade20k-512x512.py',
+                   'needs': 'mmpretrain (its PoolFormer backbone)'},
+    'psanet': {'config': 'psanet_r50-d8_4xb4-80k_ade20k-512x512.py'},
+    'pspnet': {'config': 'pspnet_r18-d8_4xb4-80k_loveda-512x512.py'},
+    'resnest': {'config': 'resnest_s101-d8_fcn_4xb4-160k_ade20k-512x512.py'},
+    'san': {'config': 'san-vit-b16_voc12aug-640x640.py',
+            'needs': 'a protected MultimodalEncoderDecoder and a CLIP text encoder'},
+    'segformer': {'config': 'segformer_mit-b0_8xb2-160k_ade20k-512x512.py'},
+    'segmenter': {'config': 'segmenter_vit-t_mask_8xb1-160k_ade20k-512x512.py',
+                  'overrides': {'model.backbone.num_layers': 2}},
+    'segnext': {'config': 'segnext_mscan-t_1xb16-adamw-160k_ade20k-512x512.py'},
+    'sem_fpn': {'config': 'fpn_r50_4xb4-160k_ade20k-512x512.py'},
+    'setr': {'config': 'setr_vit-l_pup_8xb2-160k_ade20k-512x512.py', 'overrides': _VIT_4},
+    'stdc': {'config': 'stdc1_4xb12-80k_cityscapes-512x1024.py'},
+    'swin': {'config': 'swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+             'overrides': {'model.backbone.depths': [1, 1, 1, 1]}},
+    'twins': {'config': 'twins_pcpvt-s_fpn_fpnhead_8xb4-80k_ade20k-512x512.py',
+              'overrides': {'model.backbone.depths': [1, 1, 1, 1]}},
+    'unet': {'config': 'unet-s5-d16_fcn_4xb4-40k_drive-64x64.py'},
+    'upernet': {'config': 'upernet_r18_4xb4-80k_ade20k-512x512.py'},
+    'vit': {'config': 'vit_deit-s16_upernet_8xb2-80k_ade20k-512x512.py', 'overrides': _VIT_4},
+    'vpd': {'config': 'vpd_sd_4xb8-25k_nyu-480x480.py',
+            'needs': "a protected DepthEstimator and Stable Diffusion's weights (a download)"},
+}
+
+_PROTECTED_TYPES = {
+    'EncoderDecoder': 'KeyProtectedEncoderDecoder',
+    'CascadeEncoderDecoder': 'KeyProtectedCascadeEncoderDecoder',
+}
+_CHILD_CONFIG = """_base_ = ['mmseg::{family}/{config}']
+model = dict(type='{segmentor}', protection=dict(key=dict(file={key_file!r}), points='auto', encrypt_weights=True))
+"""
+
+
+@dataclass
+class FamilyResult:
+    """What the sweep found for one family.
+
+    Attributes:
+        family: the directory name under ``mmseg/.mim/configs/``.
+        config: the representative config file.
+        status: ``'ok'`` when every check passed, else ``'failed'``.
+        points: the names of the points ``'auto'`` chose.
+        stage: the check that failed (``'config'``, ``'build'``, ``'conditions'``,
+            ``'gradients'``, ``'test loop'``, ``'checkpoint'``, ``'reload'``).
+        reason: why it failed (one line), or None.
+        seconds: wall time of the in-process checks.
+    """
+
+    family: str
+    config: str
+    status: str = 'failed'
+    points: List[str] = field(default_factory=list)
+    stage: Optional[str] = None
+    reason: Optional[str] = None
+    seconds: float = 0.0
+
+
+def mmseg_config_dir() -> Path:
+    """``mmseg/.mim/configs`` of the installed mmseg."""
+    import mmseg
+    return Path(mmseg.__file__).parent / '.mim' / 'configs'
+
+
+def list_families() -> List[str]:
+    """Every family directory mmseg ships (``_base_`` excluded), sorted."""
+    return sorted(p.name for p in mmseg_config_dir().iterdir()
+                  if p.is_dir() and not p.name.startswith('_'))
+
+
+def protected_child_config(family: str, config: str, base_type: str, key_file: str) -> str:
+    """The text of the protected child config a user writes for ``family``'s ``config``.
+
+    Raises:
+        ValueError: if ``base_type`` (the base config's segmentor) has no protected variant.
+    """
+    if base_type not in _PROTECTED_TYPES:
+        raise ValueError(f'segmentor type {base_type!r} has no protected variant (protected: '
+                         f'{sorted(_PROTECTED_TYPES)})')
+    return _CHILD_CONFIG.format(family=family, config=config,
+                                segmentor=_PROTECTED_TYPES[base_type], key_file=key_file)
+
+
+def _walk(node: Any) -> Iterable[Dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from _walk(value)
+
+
+def shrink_config(cfg: Config, size: int = DEFAULT_SIZE,
+                  overrides: Optional[Mapping[str, Any]] = None) -> Config:
+    """Make a family's config cheap on a CPU without changing its architecture, in place.
+
+    No pretrained weights (``pretrained``, ``init_cfg`` of type ``Pretrained``),
+    SyncBN -> BN, inputs padded to ``size`` x ``size``, ``whole`` inference,
+    then ``overrides`` (dotted keys, e.g. fewer transformer layers).
+
+    Returns:
+        the same ``cfg``.
+    """
+    model = cfg.model
+    for node in _walk(model):
+        if isinstance(node.get('pretrained'), str):
+            node['pretrained'] = None
+        init_cfg = node.get('init_cfg')
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            node['init_cfg'] = None
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+    if isinstance(model.get('data_preprocessor'), dict):
+        model.data_preprocessor['size'] = (size, size)
+    test_cfg = dict(model.get('test_cfg') or {})
+    for arg in ('crop_size', 'stride'):
+        test_cfg.pop(arg, None)
+    model['test_cfg'] = dict(test_cfg, mode='whole')
+    if overrides:
+        cfg.merge_from_dict(dict(overrides))
+    return cfg
+
+
+def family_config(folder: Path, size: int = DEFAULT_SIZE) -> Config:
+    """The shrunk config of a family folder made by :func:`check_family` (``protected.py``)."""
+    entry = FAMILIES[folder.name]
+    cfg = Config.fromfile(str(folder / 'protected.py'))
+    return shrink_config(cfg, entry.get('size', size), entry.get('overrides'))
+
+
+def _num_classes(model: nn.Module) -> int:
+    head = model.decode_head[-1] if isinstance(model.decode_head, nn.ModuleList) \
+        else model.decode_head
+    return max(2, int(getattr(head, 'num_classes', 2)))
+
+
+def _data_samples(batch: int, size: int, num_classes: int, seed: int) -> List[Any]:
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    generator = torch.Generator().manual_seed(seed)
+    samples = []
+    for _ in range(batch):
+        sample = SegDataSample(metainfo=dict(img_shape=(size, size), pad_shape=(size, size),
+                                             ori_shape=(size, size)))
+        labels = torch.randint(0, min(num_classes, 4), (1, size, size), generator=generator)
+        sample.gt_sem_seg = PixelData(data=labels)
+        sample.gt_edge_map = PixelData(data=(labels > 0).long())  # PIDNet's boundary loss
+        samples.append(sample)
+    return samples
+
+
+def _inputs(size: int, batch: int = 2, seed: int = 0) -> Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def predict_logits(model: nn.Module, inputs: Tensor) -> Tensor:
+    """The segmentation logits ``model.predict`` gives for ``inputs`` (stacked, float).
+
+    ``predict`` is the inference path every segmentor implements (cascades and
+    heads with extra outputs included), unlike ``mode='tensor'``. It runs with
+    the global RNG seeded (and restored afterwards): some heads draw random
+    numbers at inference (SegNeXt's Hamburger initialises its NMF bases
+    randomly), and outputs are compared across processes.
+    """
+    size = tuple(inputs.shape[-2:])
+    metas = [dict(img_shape=size, ori_shape=size, pad_shape=size)] * len(inputs)
+    from mmseg.structures import SegDataSample
+    samples = [SegDataSample(metainfo=meta) for meta in metas]
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        results = model.predict(inputs, samples)
+    return torch.stack([r.seg_logits.data.float() for r in results])
+
+
+def _outputs_under_conditions(model: nn.Module, inputs: Tensor) -> List[Tensor]:
+    from .engine import KeyCondition, key_condition, make_conditions
+    conditions = [KeyCondition.correct(), KeyCondition.plain(),
+                  make_conditions(correct=False, plain=False, incorrect=1, seed=0)[0]]
+    outputs = []
+    for condition in conditions:
+        with key_condition(condition, model):
+            outputs.append(predict_logits(model, inputs))
+    return outputs
+
+
+def calibrate_norms(model: nn.Module, inputs: Tensor) -> None:
+    """Set batch-norm running statistics to those of ``inputs`` (one train-mode pass).
+
+    A freshly initialised model in eval mode normalises with mean 0 and
+    variance 1, so activations can saturate (ReLU6, sigmoid gates) and hide
+    what the permutations do; after this the model behaves like a trained one.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average: one batch sets the statistics
+    model.train()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            size = inputs.shape[-1]
+            model.loss(inputs, _data_samples(len(inputs), size, _num_classes(model), 2))
+    finally:
+        model.eval()
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+
+
+def _check_gradients(model: nn.Module, size: int) -> None:
+    """Backward through ``loss`` of every head; each permutation's output gets a gradient."""
+    from .models.points import POINTS_ATTR
+    captured: Dict[str, Tensor] = {}
+    handles = []
+    for perm in getattr(model, POINTS_ATTR):
+        def keep(module: nn.Module, args: Any, output: Tensor, name: str = perm.purpose) -> None:
+            output.retain_grad()
+            captured[name] = output
+        handles.append(perm.register_forward_hook(keep))
+    try:
+        model.train()
+        losses = model.loss(_inputs(size, seed=1), _data_samples(2, size, _num_classes(model), 1))
+        loss, _ = model.parse_losses(losses)
+        loss.backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.eval()
+        model.zero_grad(set_to_none=True)
+    missing = [name for name in (p.purpose for p in getattr(model, POINTS_ATTR))
+               if name not in captured or captured[name].grad is None
+               or not captured[name].grad.abs().sum() > 0]
+    if missing:
+        raise AssertionError(f'no gradient reaches {missing}')
+
+
+def _run_test_loop(model: nn.Module, data_root: Path, work_dir: Path, size: int) -> None:
+    from mmengine.runner import Runner
+    pipeline = [dict(type='LoadImageFromFile'),
+                dict(type='Resize', scale=(size, size), keep_ratio=False),
+                dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
+    runner = Runner(
+        model=model,
+        work_dir=str(work_dir),
+        experiment_name=f'sweep_{work_dir.name}',
+        test_dataloader=dict(
+            batch_size=1, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+            dataset=dict(type='SyntheticVOCDataset', data_root=str(data_root),
+                         ann_file='ImageSets/Segmentation/val.txt', pipeline=pipeline)),
+        test_cfg=dict(type='KeyConditionTestLoop', incorrect=1, seed=0),
+        test_evaluator=dict(type='IoUMetric', iou_metrics=['mIoU']),
+        default_scope='mmseg',
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=1)),
+        log_level='WARNING')
+    runner.test()
+
+
+def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
+                 size: int = DEFAULT_SIZE, test_loop: bool = True) -> FamilyResult:
+    """Run every in-process check on one family and save what the reload needs.
+
+    Writes ``work_dir/<family>/``: the protected child config (``protected.py``),
+    the checkpoint (``model.pth``), the input and the correct-key output (``io.pt``).
+
+    Args:
+        family: a key of :data:`FAMILIES`.
+        work_dir: where the family's folder is made.
+        key_file: the owner key file the child config names.
+        data_root: a generated synthetic dataset (``make_synthetic_voc``) with
+            ``size`` x ``size`` images, for the test loop.
+        size: input side in pixels.
+        test_loop: also run ``KeyConditionTestLoop``.
+
+    Returns:
+        FamilyResult: ``status='ok'`` (until :func:`reload_checkpoints` says
+        otherwise) or the stage and reason of the first failure.
+    """
+    from mmengine.runner.checkpoint import save_checkpoint, weights_to_cpu
+    from mmseg.registry import MODELS
+
+    from .engine.protection import describe_protection
+    from .models.points import POINTS_ATTR
+    from .models.weight_encryption import sealed_state_dict
+
+    entry = FAMILIES.get(family)
+    result = FamilyResult(family, entry['config'] if entry else '-')
+    size = entry.get('size', size) if entry else size
+    if entry is None:
+        result.stage, result.reason = 'config', 'no representative config in the sweep table'
+        return result
+    start = time.perf_counter()
+    folder = work_dir / family
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = 'config'
+    try:
+        base = mmseg_config_dir() / family / entry['config']
+        base_type = Config.fromfile(str(base)).model.type
+        child = folder / 'protected.py'
+        child.write_text(protected_child_config(family, entry['config'], base_type,
+                                                str(key_file)))
+        cfg = family_config(folder, size)
+        stage = 'build'
+        torch.manual_seed(0)
+        init_default_scope('mmseg')
+        model = MODELS.build(cfg.model).eval()
+        # the sweep writes no training checkpoint (only the sealed state_dict below), so
+        # the calibration and gradient passes may call loss() without a CheckpointSealHook
+        model._keyprotect_checkpoints_sealed = True
+        result.points = [p.purpose for p in getattr(model, POINTS_ATTR)]
+        if not any(e['type'] == 'WeightEncryption' for e in describe_protection(model)):
+            raise AssertionError('the built model does not encrypt its weights')
+        stage = 'conditions'
+        inputs = _inputs(size)
+        calibrate_norms(model, inputs)
+        correct, plain, incorrect = _outputs_under_conditions(model, inputs)
+        for name, other in (('plain', plain), ('incorrect', incorrect)):
+            if torch.allclose(correct, other):
+                raise AssertionError(f'correct-key and {name} outputs are the same')
+        if torch.allclose(plain, incorrect):
+            raise AssertionError('plain and incorrect-key outputs are the same')
+        stage = 'checkpoint'
+        save_checkpoint({'meta': {'key_protection': describe_protection(model)},
+                         'state_dict': weights_to_cpu(sealed_state_dict(model))},
+                        str(folder / 'model.pth'))
+        torch.save({'inputs': inputs, 'correct': correct}, folder / 'io.pt')
+        stage = 'gradients'
+        _check_gradients(model, size)
+        if test_loop:
+            stage = 'test loop'
+            _run_test_loop(model, data_root, folder / 'test', size)
+        result.status = 'ok'
+    except Exception as error:  # noqa: BLE001 - every failure is a row of the table
+        result.stage, result.reason = stage, _one_line(error)
+        if entry.get('needs'):
+            result.reason = f"needs {entry['needs']}: {result.reason}"
+    result.seconds = round(time.perf_counter() - start, 2)
+    return result
+
+
+def _one_line(error: BaseException) -> str:
+    return clean_reason(f'{type(error).__name__}: {error}')
+
+
+def clean_reason(text: str, limit: int = 240) -> str:
+    """One line, without machine-specific paths (mmengine's ``sys.path`` dump), shortened."""
+    text = ' '.join(text.split(', the current sys.path is:')[0].split())
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def _reload_one(folder: Path, size: int) -> Optional[str]:
+    """Build ``folder``'s config, load its checkpoint, compare outputs; the error or None."""
+    from mmengine.runner.checkpoint import load_checkpoint
+    from mmseg.registry import MODELS
+    cfg = family_config(folder, size)
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model).eval()
+    load_checkpoint(model, str(folder / 'model.pth'), map_location='cpu', strict=True)
+    saved = torch.load(folder / 'io.pt', weights_only=True)
+    output = predict_logits(model, saved['inputs'])
+    if not torch.allclose(output, saved['correct'], rtol=1e-4, atol=1e-5):
+        return (f"reloaded outputs differ (max abs diff "
+                f"{(output - saved['correct']).abs().max().item():.3g})")
+    return None
+
+
+def reload_checkpoints(work_dir: Path, families: Sequence[str],
+                       size: int = DEFAULT_SIZE) -> Dict[str, Optional[str]]:
+    """In one fresh Python process, reload every family's checkpoint and compare outputs.
+
+    Returns:
+        dict: family -> None (same outputs) or why not.
+    """
+    command = [sys.executable, '-m', 'mmseg_keyprotect.sweep', '--reload', str(work_dir),
+               '--size', str(size), *families]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith('{')]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ['no output'])[-1]
+        return {family: f'the reload process failed: {tail}' for family in families}
+    return json.loads(lines[-1])
+
+
+def run_sweep(families: Optional[Sequence[str]] = None,
+              work_dir: Optional[Path] = None,
+              size: int = DEFAULT_SIZE,
+              test_loop: bool = True,
+              log: Any = None) -> List[FamilyResult]:
+    """Check ``families`` (default: every family mmseg ships) and reload them in a fresh process.
+
+    Args:
+        families: family names; None for :func:`list_families`.
+        work_dir: where configs, checkpoints and the key go (a temporary
+            directory, removed afterwards, when None).
+        size: input side in pixels.
+        test_loop: also run ``KeyConditionTestLoop`` for each family.
+        log: called with each finished :class:`FamilyResult` (progress).
+
+    Returns:
+        list[FamilyResult]: one per family, in order.
+    """
+    from .datasets import make_synthetic_voc
+    from .keys import SecretKey
+
+    families = list_families() if families is None else list(families)
+    with tempfile.TemporaryDirectory(prefix='keyprotect_sweep_') as tmp:
+        root = Path(work_dir) if work_dir is not None else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        key_file = root / 'owner.key'
+        if not key_file.exists():
+            SecretKey.generate().save(key_file)
+        data_root = make_synthetic_voc(root / 'data', num_train=1, num_val=1,
+                                       image_size=(size, size), seed=0)
+        results = []
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            for family in families:
+                results.append(check_family(family, root, key_file, data_root, size, test_loop))
+                if log is not None:
+                    log(results[-1])
+        passed = [r.family for r in results if r.status == 'ok']
+        if passed:
+            for family, error in reload_checkpoints(root, passed, size).items():
+                if error is not None:
+                    result = next(r for r in results if r.family == family)
+                    result.status, result.stage, result.reason = 'failed', 'reload', error
+    return results
+
+
+def markdown_table(results: Sequence[FamilyResult], header: str = '') -> str:
+    """``docs/architectures.md``: one row per family (config, points, status, reason)."""
+    working = sum(r.status == 'ok' for r in results)
+    lines = [header.rstrip(), '', f'**{working} of {len(results)} families work.**', '',
+             '| family | config (`mmseg::family/...`) | points chosen by `points=\'auto\'` '
+             '| status | reason |', '|---|---|---|---|---|']
+    for r in results:
+        points = '<br>'.join(f'`{p}`' for p in r.points) or '-'
+        reason = '-' if r.reason is None else \
+            f'{r.stage}: {clean_reason(r.reason)}'.replace('|', '\\|')
+        lines.append(f'| {r.family} | `{r.config}` | {points} | {r.status} | {reason} |')
+    return '\n'.join(lines).lstrip() + '\n'
+
+
+def _main(argv: Sequence[str]) -> int:
+    """``python -m mmseg_keyprotect.sweep --reload WORK_DIR [--size N] FAMILY...``."""
+    import argparse
+
+    import mmseg_keyprotect  # noqa: F401  (registers the protected segmentors)
+    parser = argparse.ArgumentParser(description=_main.__doc__)
+    parser.add_argument('--reload', type=Path, required=True)
+    parser.add_argument('--size', type=int, default=DEFAULT_SIZE)
+    parser.add_argument('families', nargs='+')
+    args = parser.parse_args(argv)
+    errors: Dict[str, Optional[str]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        for family in args.families:
+            try:
+                errors[family] = _reload_one(args.reload / family, args.size)
+            except Exception as error:  # noqa: BLE001
+                errors[family] = _one_line(error)
+                traceback.print_exc()
+    print(json.dumps(errors))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(_main(sys.argv[1:]))

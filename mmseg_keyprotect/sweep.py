@@ -387,7 +387,7 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
 
     from .engine.protection import describe_protection
     from .models.points import POINTS_ATTR
-    from .models.weight_encryption import sealed_state_dict
+    from .models.weight_encryption import mark_checkpoints_sealed, sealed_state_dict
 
     entry = FAMILIES.get(family)
     result = FamilyResult(family, entry['config'] if entry else '-')
@@ -412,7 +412,7 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
         model = MODELS.build(cfg.model).eval()
         # the sweep writes no training checkpoint (only the sealed state_dict below), so
         # the calibration and gradient passes may call loss() without a CheckpointSealHook
-        model._keyprotect_checkpoints_sealed = True
+        mark_checkpoints_sealed(model)
         result.points = [p.purpose for p in getattr(model, POINTS_ATTR)]
         if not any(e['type'] == 'WeightEncryption' for e in describe_protection(model)):
             raise AssertionError('the built model does not encrypt its weights')

@@ -59,8 +59,8 @@ from torch import Tensor, nn
 
 from ..keys import SecretKey
 from ..models.weight_encryption import (MARKER, EncryptedWeightsError, describe_module,
-                                        open_sealed, read_header, seal, seal_state_dict,
-                                        weight_encryption_key)
+                                        mark_checkpoints_sealed, open_sealed, read_header, seal,
+                                        seal_state_dict, weight_encryption_key)
 from .protection import (ProtectionMismatchError, check_block_alignment, check_protection,
                          describe_protection)
 
@@ -75,8 +75,6 @@ META_KEY = 'key_protection'
 META_MAC_KEY = 'key_protection_mac'
 #: Entry of a checkpoint entry (e.g. ``checkpoint['optimizer']``) holding its sealed header.
 TREE_MARKER = 'keyprotect_sealed'
-#: Attribute set on a model whose training run seals its checkpoints.
-SEALING_ATTR = '_keyprotect_checkpoints_sealed'
 
 TreePath = Tuple[Any, ...]
 
@@ -299,7 +297,7 @@ class CheckpointSealHook(Hook):
 
     def before_train(self, runner) -> None:
         """Let an ``encrypt_weights`` model train: its checkpoints will be sealed."""
-        object.__setattr__(_model(runner), SEALING_ATTR, True)
+        mark_checkpoints_sealed(_model(runner))
 
     def before_save_checkpoint(self, runner, checkpoint: Dict[str, Any]) -> None:
         """With ``encrypt_weights``: the descriptor's HMAC in ``meta``; seal every tensor."""

@@ -37,7 +37,8 @@ from ..keys import KeySpec, resolve_key
 from .auto_points import resolve_points
 from .permutation import ChannelPermutation
 from .points import PointLike, attach_permutations
-from .weight_encryption import attach_weight_encryption, weight_encryption_key
+from .weight_encryption import (attach_weight_encryption, checkpoints_sealed,
+                                weight_encryption_key)
 
 __all__ = [
     'KeyProtectedSegmentorMixin', 'KeyProtectedEncoderDecoder',
@@ -114,8 +115,7 @@ class KeyProtectedSegmentorMixin:
                 ``CheckpointSealHook`` prepared the run: its checkpoints would
                 hold the optimizer state in clear.
         """
-        if weight_encryption_key(self) is not None and \
-                not getattr(self, '_keyprotect_checkpoints_sealed', False):
+        if weight_encryption_key(self) is not None and not checkpoints_sealed(self):
             raise RuntimeError(
                 f'{type(self).__name__} has encrypt_weights=True, but nothing seals the '
                 'checkpoints of this training run (the optimizer state would be written in '

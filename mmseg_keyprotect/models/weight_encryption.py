@@ -62,7 +62,7 @@ __all__ = [
     'MARKER', 'FORMAT', 'EncryptedWeightsError', 'Descriptor', 'seal', 'open_sealed',
     'read_header', 'attach_weight_encryption', 'weight_encryption_key',
     'weight_encryption_fingerprint', 'seal_state_dict', 'sealed_state_dict', 'describe_module',
-    'is_sealed'
+    'is_sealed', 'mark_checkpoints_sealed', 'checkpoints_sealed'
 ]
 
 #: Entry that holds a sealed group's header (a ``uint8`` tensor of JSON).
@@ -369,6 +369,25 @@ def attach_weight_encryption(module: nn.Module, key: KeySpec,
     module._register_load_state_dict_pre_hook(hook.open, with_module=True)
     # Not an nn.Module attribute: adds nothing to state_dict, modules() or repr.
     object.__setattr__(module, _ATTR, hook)
+
+
+#: Attribute set on a model whose training writes only sealed checkpoints.
+SEALING_ATTR = '_keyprotect_checkpoints_sealed'
+
+
+def mark_checkpoints_sealed(module: nn.Module) -> None:
+    """Let an ``encrypt_weights`` model train: whatever saves it seals what it writes.
+
+    :class:`~mmseg_keyprotect.engine.hooks.CheckpointSealHook` calls it when a
+    run starts; code that trains without writing checkpoints (or saves only
+    :func:`sealed_state_dict`) may call it too.
+    """
+    object.__setattr__(module, SEALING_ATTR, True)
+
+
+def checkpoints_sealed(module: nn.Module) -> bool:
+    """Whether :func:`mark_checkpoints_sealed` was called on ``module``."""
+    return bool(getattr(module, SEALING_ATTR, False))
 
 
 def weight_encryption_key(module: nn.Module) -> Optional[SecretKey]:

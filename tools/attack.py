@@ -109,8 +109,7 @@ def _specs(attack_cfg: Config, args: argparse.Namespace) -> List[AttackSpec]:
     inits = args.inits or attack_cfg.get('inits', ['checkpoint'])
     specs = []
     # scratch starts from nothing stolen: one run, whatever the inits
-    pairs = [(k, i) for k in kinds for i in inits if k != 'scratch'] + \
-        [('scratch', 'checkpoint')] * ('scratch' in kinds)
+    pairs = [(k, i) for k in kinds for i in (inits if k != 'scratch' else ['checkpoint'])]
     for kind, init in pairs:
         for fraction in fractions:
             for budget in budgets:

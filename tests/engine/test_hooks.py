@@ -8,7 +8,6 @@ checkpoints at iterations 2 and 4, all kept.
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -29,10 +28,16 @@ ENCW = REPO / 'configs' / 'demo' / 'fcn_r18-d8_perm-m1to6-encw_demo.py'
 MAX_ITERS = 4
 
 
+def demo_config(config: Path, key_file: Path) -> Config:
+    """A demo config reading ``key_file`` (the variable is set only while it is parsed)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv('KP_DEMO_KEY_FILE', str(key_file))
+        return Config.fromfile(str(config))
+
+
 def build_runner(config: Path, work_dir: Path, key_file: Path, overrides: Dict[str, Any],
                  ema: bool = True, **extra: Any):
-    os.environ['KP_DEMO_KEY_FILE'] = str(key_file)
-    cfg = Config.fromfile(str(config))
+    cfg = demo_config(config, key_file)
     cfg.merge_from_dict(overrides)
     cfg.merge_from_dict({
         'train_cfg.max_iters': MAX_ITERS, 'train_cfg.val_interval': 2,
@@ -224,8 +229,7 @@ def test_an_unprotected_config_cannot_use_the_keyed_checkpoint_silently(run, tin
 def test_training_without_sealing_is_refused(tiny_run_overrides, tmp_path):
     from mmengine.runner import Runner
     key_file = SecretKey.generate().save(tmp_path / 'owner.key')
-    os.environ['KP_DEMO_KEY_FILE'] = str(key_file)
-    cfg = Config.fromfile(str(ENCW))
+    cfg = demo_config(ENCW, key_file)
     cfg.merge_from_dict(tiny_run_overrides)
     cfg.work_dir = str(tmp_path / 'w')
     cfg.val_cfg = dict(type='ValLoop')

@@ -17,7 +17,8 @@ from mmengine.config import Config
 from mmengine.runner import CheckpointLoader
 from mmseg.registry import RUNNERS
 
-from mmseg_keyprotect.attacks.stolen_files import correlation_audit, rank_correlation
+from mmseg_keyprotect.attacks.stolen_files import (correlation_audit, rank_correlation,
+                                                   tensors_of)
 from mmseg_keyprotect.engine.hooks import META_KEY, META_MAC_KEY, TREE_MARKER
 from mmseg_keyprotect.engine.protection import ProtectionMismatchError
 from mmseg_keyprotect.keys import SecretKey
@@ -68,16 +69,6 @@ def run(tmp_path_factory, tiny_run_overrides) -> Tuple[Path, Dict[str, torch.Ten
     return root / 'work', clear, runner, key_file
 
 
-def tensors(node: Any, path: str = '') -> List[Tuple[str, torch.Tensor]]:
-    if isinstance(node, torch.Tensor):
-        return [(path, node)]
-    if isinstance(node, dict):
-        return [t for k, v in node.items() for t in tensors(v, f'{path}/{k}')]
-    if isinstance(node, (list, tuple)):
-        return [t for i, v in enumerate(node) for t in tensors(v, f'{path}/{i}')]
-    return []
-
-
 def load(path: Path) -> Dict[str, Any]:
     return CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
 
@@ -102,7 +93,7 @@ def test_every_tensor_of_every_file_is_sealed(run):
         assert f'module.{MARKER}' in checkpoint['ema_state_dict']
         if file.name.startswith('iter_'):  # best_* checkpoints hold no optimizer state
             assert TREE_MARKER in checkpoint['optimizer']
-        for path, value in tensors({k: v for k, v in checkpoint.items() if k != 'meta'}):
+        for path, value in tensors_of({k: v for k, v in checkpoint.items() if k != 'meta'}):
             assert value.numel() < 16 or value.numpy().tobytes() not in clear_bytes, path
     rows = correlation_audit(str(work_dir), reference(clear, runner), min_size=2048)
     assert {r['tensor'].split('/')[1] for r in rows} == {'state_dict', 'optimizer',

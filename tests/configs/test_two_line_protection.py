@@ -7,10 +7,10 @@ import torch
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
-from mmseg_keyprotect.engine import KeyCondition, key_condition, make_conditions
 from mmseg_keyprotect.engine.protection import describe_protection
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.models.points import POINTS_ATTR
+from tests.models.test_auto_points import outputs_under_conditions
 
 # CGNet: no config of this project protects it; small enough to build at full size.
 TWO_LINES = """_base_ = ['mmseg::cgnet/cgnet_fcn_4xb4-60k_cityscapes-680x680.py']
@@ -31,12 +31,6 @@ def test_two_lines_protect_cgnet(tmp_path, monkeypatch):
     # CGNet's single output feeds the FCN head; the head's classifier input
     assert points[-1] == 'decode_head.conv_seg:input' and len(points) >= 2
     assert sorted(e['point'] for e in describe_protection(model)) == sorted(points)
-    x = torch.randn(1, 3, 64, 64)
-    wrong = make_conditions(correct=False, plain=False, incorrect=1, seed=0)[0]
-    with torch.no_grad():
-        outs = []
-        for condition in (KeyCondition.correct(), KeyCondition.plain(), wrong):
-            with key_condition(condition, model):
-                outs.append(model(x, mode='tensor'))
+    outs = outputs_under_conditions(model, torch.randn(1, 3, 64, 64))
     assert outs[0].shape == (1, 19, 8, 8)
     assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[0], outs[2])

@@ -111,15 +111,20 @@ def test_cascade_gets_every_stage_classifier(key_file):
                             'decode_head.1.conv_seg:input']
 
 
-def test_auto_model_runs_under_conditions_and_is_described(key_file):
-    model = MODELS.build(fcn_r18(key_file, 'auto')).eval()
-    x = torch.randn(1, 3, 64, 64)
+def outputs_under_conditions(model, x):
+    """``model(x, mode='tensor')`` under the correct key, plain and one wrong key."""
     wrong = make_conditions(correct=False, plain=False, incorrect=1, seed=0)[0]
+    outs = []
     with torch.no_grad():
-        outs = []
         for condition in (KeyCondition.correct(), KeyCondition.plain(), wrong):
             with key_condition(condition, model):
                 outs.append(model(x, mode='tensor'))
+    return outs
+
+
+def test_auto_model_runs_under_conditions_and_is_described(key_file):
+    model = MODELS.build(fcn_r18(key_file, 'auto')).eval()
+    outs = outputs_under_conditions(model, torch.randn(1, 3, 64, 64))
     assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[0], outs[2])
     points = [e['point'] for e in describe_protection(model) if e['type'] == 'PointPermutation']
     assert sorted(points) == sorted(names(model))

@@ -5,8 +5,8 @@ A :class:`SecretKey` is 32 random bytes. Configs name the *source* of a key
 published ``dict(seed=..., published=True)``), never the key itself, so dumped
 configs, logs and checkpoints carry no key material (a run's
 :class:`~mmseg_keyprotect.engine.runner.KeyProtectedRunner` also redacts seeds
-from what it writes). A key pickles as its source, never as its material. Everything keyed (permutations, masks, the
-FFX password) is *derived* from the key with HMAC-SHA256 under a purpose
+from what it writes). A key pickles as its source, never as its material.
+Everything keyed (permutations, masks, the FFX password) is *derived* from the key with HMAC-SHA256 under a purpose
 string, so different purposes never share a stream and the same key gives the
 same result in every process, rank and platform. Derived permutations and
 masks depend only on :mod:`hashlib` and a stable sort, not on the random
@@ -340,7 +340,8 @@ KeySpec = Union[SecretKey, Mapping[str, Any]]
 
 
 #: Each key source field and the optional fields it takes.
-SOURCE_FIELDS: Dict[str, tuple] = {'file': ('allow_group_read', ), 'env': (), 'seed': ('published', )}
+SOURCE_FIELDS: Dict[str, tuple] = {
+    'file': ('allow_group_read', ), 'env': (), 'seed': ('published', )}
 #: What :func:`~mmseg_keyprotect.key_sources.redact_key_sources` puts in place of a seed.
 REDACTED = '<redacted>'
 

@@ -27,19 +27,16 @@ from mmseg.registry import MODELS
 from scipy.stats import rankdata
 from torch import Tensor
 
+from ..engine.hooks import META_KEY, open_checkpoint, tensors_with_paths
+
 __all__ = ['momentum_init', 'correlation_audit', 'owner_reference', 'rank_correlation',
            'tensors_of']
 
 
-def tensors_of(node: Any, path: str = '') -> List[Tuple[str, Tensor]]:
+def tensors_of(node: Any) -> List[Tuple[str, Tensor]]:
     """Every tensor inside nested dicts/lists/tuples, with a ``/``-joined path."""
-    if isinstance(node, Tensor):
-        return [(path, node)]
-    if isinstance(node, Mapping):
-        return [t for k, v in node.items() for t in tensors_of(v, f'{path}/{k}')]
-    if isinstance(node, (list, tuple)):
-        return [t for i, v in enumerate(node) for t in tensors_of(v, f'{path}/{i}')]
-    return []
+    return [('/' + '/'.join(map(str, path)), tensor)
+            for path, tensor in tensors_with_paths(node)]
 
 
 def momentum_init(model_cfg: Mapping[str, Any], checkpoint: str) -> Dict[str, Tensor]:
@@ -92,7 +89,6 @@ def owner_reference(config: str, checkpoint: str) -> Dict[str, Tensor]:
     """
     from mmseg.apis import init_model
 
-    from ..engine.hooks import META_KEY, open_checkpoint
     from ..models.weight_encryption import weight_encryption_key
     model = init_model(config, checkpoint, device='cpu')
     reference = {f'model/{k}': v for k, v in model.state_dict().items()}

@@ -59,14 +59,15 @@ from torch import Tensor, nn
 
 from ..keys import SecretKey
 from ..models.weight_encryption import (MARKER, EncryptedWeightsError, describe_module,
-                                        mark_checkpoints_sealed, open_sealed, read_header, seal,
-                                        seal_state_dict, weight_encryption_key)
+                                        is_sealed, mark_checkpoints_sealed, open_sealed,
+                                        read_header, seal, seal_state_dict,
+                                        weight_encryption_key)
 from .protection import (ProtectionMismatchError, check_block_alignment, check_protection,
                          describe_protection)
 
 __all__ = [
     'KeyProtectionHook', 'CheckpointSealHook', 'register_protection_hook', 'META_KEY',
-    'META_MAC_KEY', 'TREE_MARKER', 'seal_checkpoint', 'open_checkpoint'
+    'META_MAC_KEY', 'TREE_MARKER', 'seal_checkpoint', 'open_checkpoint', 'tensors_with_paths'
 ]
 
 #: Field of ``checkpoint['meta']`` holding the protection descriptor.
@@ -96,14 +97,16 @@ def _descriptor_mac(key: SecretKey, descriptor: List[Dict[str, Any]]) -> str:
                     hashlib.sha256).hexdigest()
 
 
-def _tensors(node: Any, path: TreePath = ()) -> List[Tuple[TreePath, Tensor]]:
+def tensors_with_paths(node: Any, path: TreePath = ()) -> List[Tuple[TreePath, Tensor]]:
     """Every tensor inside nested dicts/lists/tuples, with its path."""
     if isinstance(node, Tensor):
         return [(path, node)]
     if isinstance(node, Mapping):
-        return [found for k, v in node.items() for found in _tensors(v, path + (k, ))]
+        return [found for k, v in node.items()
+                for found in tensors_with_paths(v, path + (k, ))]
     if isinstance(node, (list, tuple)):
-        return [found for i, v in enumerate(node) for found in _tensors(v, path + (i, ))]
+        return [found for i, v in enumerate(node)
+                for found in tensors_with_paths(v, path + (i, ))]
     return []
 
 
@@ -121,7 +124,7 @@ def _thaw(node: Any) -> Any:
         for k in list(node):
             node[k] = _thaw(node[k])
         return node
-    if isinstance(node, (list, tuple)) and _tensors(node):
+    if isinstance(node, (list, tuple)) and tensors_with_paths(node):
         return [_thaw(v) for v in node]
     return node
 
@@ -141,7 +144,7 @@ def seal_checkpoint(checkpoint: Dict[str, Any], model: nn.Module, key: SecretKey
     model_names = list(model.state_dict().keys())
     model_descriptor = describe_module(model)
     for name, entry in checkpoint.items():
-        if name == 'meta' or not _tensors(entry):
+        if name == 'meta' or not tensors_with_paths(entry):
             continue
         if not isinstance(entry, dict):
             raise TypeError(f'checkpoint[{name!r}] is a {type(entry).__name__} holding tensors; '
@@ -153,7 +156,7 @@ def seal_checkpoint(checkpoint: Dict[str, Any], model: nn.Module, key: SecretKey
                 if all(isinstance(entry.get(prefix + n), Tensor) for n in model_names):
                     seal_state_dict(entry, key, model_descriptor, prefix, names=model_names)
         covered = _model_group_paths(entry)
-        rest = [(path, t) for path, t in _tensors(_thaw(entry)) if path not in covered]
+        rest = [(path, t) for path, t in tensors_with_paths(_thaw(entry)) if path not in covered]
         if rest:
             sealed, header = seal(rest, key, descriptor, 'tree')
             for (path, _), tensor in zip(rest, sealed):
@@ -189,7 +192,7 @@ def open_checkpoint(checkpoint: Dict[str, Any], key: SecretKey,
         if header.get('kind') != 'tree':
             raise EncryptedWeightsError(f'{where}: {TREE_MARKER!r} is not a tree header')
         covered = _model_group_paths(entry) | {(TREE_MARKER, )}
-        tensors = {path: t for path, t in _tensors(_thaw(entry)) if path not in covered}
+        tensors = {path: t for path, t in tensors_with_paths(_thaw(entry)) if path not in covered}
         opened.append((entry, open_sealed(header, tensors, key, descriptor, where)))
     for entry, tensors in opened:
         del entry[TREE_MARKER]
@@ -262,7 +265,7 @@ def _authenticate(checkpoint: Mapping[str, Any], stored: Optional[List[Dict[str,
                   key: SecretKey, allow_plaintext: bool) -> None:
     """Check the stored descriptor's key and HMAC, or that an unsealed checkpoint is allowed."""
     mac = (checkpoint.get('meta') or {}).get(META_MAC_KEY)
-    sealed = any(isinstance(e, dict) and (TREE_MARKER in e or MARKER in e)
+    sealed = any(isinstance(e, dict) and (TREE_MARKER in e or is_sealed(e))
                  for e in checkpoint.values())
     if mac is None and not sealed:
         if allow_plaintext:

@@ -8,6 +8,7 @@ group directly (gloo); with an accelerator it defers to mmengine unchanged.
 """
 from __future__ import annotations
 
+import atexit
 import functools
 
 import torch
@@ -34,6 +35,14 @@ def init_dist_pytorch_cpu_aware(backend: str, init_backend: str = 'torch', **kwa
         raise ValueError("dist backend 'nccl' needs GPUs; on CPU set "
                          "env_cfg = dict(dist_cfg=dict(backend='gloo'))")
     torch_dist.init_process_group(backend=backend, **kwargs)
+    # mmseg's tools never destroy the group; a gloo rank that exits with it alive can abort
+    # in teardown ("terminate called without an active exception") after finishing its work.
+    atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
 
 
 dist_utils._init_dist_pytorch = init_dist_pytorch_cpu_aware

@@ -23,12 +23,12 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, MutableMapping, Tuple
+from typing import Any, Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple
 
 from .keys import REDACTED, SOURCE_FIELDS, KeySpec, SecretKey, resolve_key
 
 __all__ = ['is_key_source', 'find_key_sources', 'replace_key_sources', 'resolve_key_sources',
-           'redact_key_sources']
+           'redact_key_sources', 'COMPONENT_FIELDS']
 
 
 def is_key_source(value: Any) -> bool:
@@ -106,11 +106,20 @@ def replace_key_sources(cfg: Any, key: KeySpec) -> List[str]:
     return paths
 
 
-def resolve_key_sources(cfg: Any) -> Dict[str, SecretKey]:
+#: The top-level fields of a config that hold built components (and so keys in use).
+COMPONENT_FIELDS = ('model', 'data_preprocessor', 'train_dataloader', 'val_dataloader',
+                    'test_dataloader')
+
+
+def resolve_key_sources(cfg: Any, fields: Optional[Sequence[str]] = None
+                        ) -> Dict[str, SecretKey]:
     """Resolve every key source of ``cfg`` (each distinct source read once), in place.
 
     Args:
         cfg: an ``mmengine.Config``, ``ConfigDict`` or plain dict.
+        fields: only the sources under these top-level fields (e.g.
+            :data:`COMPONENT_FIELDS`: the keys the built model and data use, not a
+            leftover top-level ``key`` variable of a base config). Default: all.
 
     Returns:
         dict[str, SecretKey]: config path -> the key now at that path.
@@ -125,6 +134,8 @@ def resolve_key_sources(cfg: Any) -> Dict[str, SecretKey]:
     resolved: Dict[str, SecretKey] = {}
     cache: Dict[str, SecretKey] = {}
     for path, container, field in list(_walk(root, '')):
+        if fields is not None and path.split('.')[0] not in fields:
+            continue
         spec = container[field]
         ident = repr(sorted(dict(spec).items())) if isinstance(spec, Mapping) else id(spec)
         if ident not in cache:

@@ -1,11 +1,21 @@
 """The small interface every keyed component honours.
 
-A keyed component (a block cipher transform, a channel permutation ...) holds
-the *correct* key it was configured with and an *active* key that decides what
-it does now: the correct key (normal use and training), ``None`` (the *plain*
-condition: the component does nothing) or another key (an *incorrect* key in
-evaluation). Key-condition evaluation switches the active key of every keyed
-component of a model and its pipelines, and restores it afterwards.
+A keyed component (a block cipher transform, a channel permutation, weight
+encryption ...) holds the *correct* key it was configured with and an *active*
+key that decides what it does now: the correct key (normal use and training),
+``None`` (the *plain* condition: the component does nothing) or another key (an
+*incorrect* key in evaluation). The protection object
+(:class:`~mmseg_keyprotect.protection.Protection`) finds every keyed component
+of a model and its pipelines and switches them together; a new kind of keyed
+component implements this interface and nothing else has to change:
+
+* :meth:`KeyedComponent.describe`: its entry in the checkpoint descriptor;
+* :meth:`KeyedComponent.derived_tables`: what it derives from a key, so that
+  incorrect keys can be drawn distinct;
+* :meth:`KeyedComponent._on_key_change`: refresh derived state.
+
+Its config type is registered for the attacker's view and size checks with
+:func:`~mmseg_keyprotect.protection.keyed_type`.
 """
 from __future__ import annotations
 
@@ -67,6 +77,14 @@ class KeyedComponent:
         give the model the same inputs must describe themselves alike.
         """
         return {'type': type(self).__name__, 'key': self._correct_key.fingerprint}
+
+    def derived_tables(self, key: SecretKey) -> Optional[bytes]:
+        """Everything the component derives from ``key``, as bytes (``None``: not known).
+
+        Incorrect keys are drawn so that these differ from the correct key's and
+        from each other's; a component returning ``None`` is compared by key only.
+        """
+        return None
 
     def _on_key_change(self) -> None:
         """Hook for subclasses: the active key changed."""

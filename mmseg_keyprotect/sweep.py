@@ -16,7 +16,7 @@ loads it with mmengine's ``Config.fromfile``, shrinks it for a CPU
 1. the model builds and ``'auto'`` finds points;
 2. the correct key, plain and an incorrect key give three different outputs;
 3. gradients reach every permuted point (``loss`` of every head, backward);
-4. :class:`~mmseg_keyprotect.engine.loops.KeyConditionTestLoop` runs on a
+4. :class:`~mmseg_keyprotect.evaluation.loops.KeyConditionTestLoop` runs on a
    tiny generated dataset (with mmengine's ``Runner``);
 5. the checkpoint (weights encrypted with the key) reloaded in a *fresh
    process* gives the same outputs (:func:`reload_checkpoints`, one
@@ -281,12 +281,13 @@ def predict_logits(model: nn.Module, inputs: Tensor) -> Tensor:
 
 
 def _outputs_under_conditions(model: nn.Module, inputs: Tensor) -> List[Tensor]:
-    from .engine import KeyCondition, key_condition, make_conditions
+    from .evaluation.conditions import KeyCondition, make_conditions
+    from .protection import Protection
     conditions = [KeyCondition.correct(), KeyCondition.plain(),
                   make_conditions(correct=False, plain=False, incorrect=1, seed=0)[0]]
     outputs = []
     for condition in conditions:
-        with key_condition(condition, model):
+        with Protection.of(model).applied(condition):
             outputs.append(predict_logits(model, inputs))
     return outputs
 
@@ -385,7 +386,7 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
     from mmengine.runner.checkpoint import save_checkpoint, weights_to_cpu
     from mmseg.registry import MODELS
 
-    from .engine.protection import describe_protection
+    from .protection import Protection
     from .models.points import POINTS_ATTR
     from .models.weight_encryption import mark_checkpoints_sealed, sealed_state_dict
 
@@ -414,7 +415,7 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
         # the calibration and gradient passes may call loss() without a CheckpointSealHook
         mark_checkpoints_sealed(model)
         result.points = [p.purpose for p in getattr(model, POINTS_ATTR)]
-        if not any(e['type'] == 'WeightEncryption' for e in describe_protection(model)):
+        if not any(e['type'] == 'WeightEncryption' for e in Protection.of(model).describe()):
             raise AssertionError('the built model does not encrypt its weights')
         stage = 'conditions'
         inputs = _inputs(size)
@@ -426,7 +427,7 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
         if torch.allclose(plain, incorrect):
             raise AssertionError('plain and incorrect-key outputs are the same')
         stage = 'checkpoint'
-        save_checkpoint({'meta': {'key_protection': describe_protection(model)},
+        save_checkpoint({'meta': {'key_protection': Protection.of(model).describe()},
                          'state_dict': weights_to_cpu(sealed_state_dict(model))},
                         str(folder / 'model.pth'))
         torch.save({'inputs': inputs, 'correct': correct}, folder / 'io.pt')

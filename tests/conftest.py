@@ -9,6 +9,7 @@ import pytest
 from mmengine.registry import init_default_scope
 
 import mmseg_keyprotect  # noqa: F401  (registers every component)
+import mmseg_keyprotect.compat  # noqa: F401  (tests load mmengine checkpoints by hand)
 from mmseg_keyprotect.datasets import make_synthetic_voc
 from mmseg_keyprotect.keys import SecretKey, WeakKeyWarning
 

@@ -29,12 +29,12 @@ import pytest
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mmseg_keyprotect.engine import (KeyProtectionHook, ProtectionMismatchError,
-                                     check_block_alignment)
+from mmseg_keyprotect.engine import KeyProtectionHook
 from mmseg_keyprotect.engine.hooks import META_KEY
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.models import ChannelPermutation
 from mmseg_keyprotect.transforms import BlockNegPos, BlockShuffle
+from mmseg_keyprotect.protection import Protection, ProtectionMismatchError
 
 DEMO = Path(__file__).resolve().parents[1] / 'configs' / 'demo'
 SHF = DEMO / 'fcn_r18-d8_shf-b2_demo.py'
@@ -101,7 +101,7 @@ CROP_63 = {'train_dataloader.dataset.pipeline.3.crop_size': (62, 63)}
 ], ids=['crop', 'preprocessor-size', 'slide-crop', 'slide-stride'])
 def test_block_size_not_dividing_crop_pad_or_slide_sizes(cwd, synthetic_voc, changes, message):
     with pytest.raises(ValueError, match=message):
-        check_block_alignment(demo_cfg(SHF, cwd, synthetic_voc, **changes))
+        Protection.from_config(demo_cfg(SHF, cwd, synthetic_voc, **changes)).check_sizes()
 
 
 def test_misaligned_crop_stops_training_before_any_checkpoint(cwd, synthetic_voc):
@@ -124,17 +124,17 @@ def test_pad_and_fixed_resize_before_the_cipher_are_checked():
                 dict(type='BlockNegPos', block_size=8, key=dict(seed=1, published=True))]
     cfg = dict(test_dataloader=dict(dataset=dict(pipeline=pipeline)), model={})
     with pytest.raises(ValueError, match=r'Resize scale=\(60, 64\).*BlockNegPos block_size=8'):
-        check_block_alignment(cfg)
+        Protection.from_config(cfg).check_sizes()
     pipeline[0]['keep_ratio'] = True  # the output size then depends on the image
-    check_block_alignment(cfg)
+    Protection.from_config(cfg).check_sizes()
     pipeline[1]['size'] = (64, 36)
     with pytest.raises(ValueError, match=r'Pad size=\(64, 36\).*block_size=8'):
-        check_block_alignment(cfg)
+        Protection.from_config(cfg).check_sizes()
 
 
 def test_aligned_demo_configs_pass(cwd, synthetic_voc):
     for config in (SHF, PERM):
-        check_block_alignment(demo_cfg(config, cwd, synthetic_voc))
+        Protection.from_config(demo_cfg(config, cwd, synthetic_voc)).check_sizes()
 
 
 # ------------------------------------------------------------- image channels / range

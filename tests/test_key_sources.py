@@ -6,9 +6,8 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from mmseg_keyprotect.engine import KeyMismatchError, check_key_fingerprints
-from mmseg_keyprotect.key_sources import (find_key_sources, is_key_source,
-                                          replace_key_sources, resolve_key_sources)
+from mmseg_keyprotect.key_sources import (find_key_sources, is_key_source, replace_key_sources, resolve_key_sources)
+from mmseg_keyprotect.protection import KeyMismatchError, check_key_fingerprints
 
 REPO = Path(__file__).resolve().parents[1]
 SHF = REPO / 'configs' / 'demo' / 'fcn_r18-d8_shf-b2_demo.py'

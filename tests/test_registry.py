@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 from mmseg import registry as mmseg_registry
 
 import mmseg_keyprotect  # noqa: F401
-from mmseg_keyprotect.engine import find_keyed_components
+from mmseg_keyprotect.protection import Protection
 
 KEY = dict(seed=11, published=True)
 _RESNET = dict(type='ResNetV1c', depth=18, out_indices=(3, ))
@@ -142,5 +142,5 @@ def test_component_builds_from_config(reg_name, name, request):
     elif name == 'AttackedSegmentor':  # a builder: the segmentor itself, with its adapters
         assert len(obj.keyprotect_attack) == 1
     else:  # builder functions return the wrapped module itself, with its permutations
-        assert find_keyed_components(obj)
+        assert Protection.of(obj).parts
     assert 'seed=11' not in repr(obj)

@@ -31,23 +31,18 @@ import glob
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from mmengine.config import Config, DictAction
+from mmengine.registry import init_default_scope
 
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-
-import mmseg_keyprotect  # noqa: E402,F401
-from mmseg_keyprotect.attacks import (AttackSpec, correlation_audit, run_attack,  # noqa: E402
-                                      true_permutations)
-from mmseg_keyprotect.attacks.stolen_files import owner_reference  # noqa: E402
-from mmseg_keyprotect.attacks.key_search import (few_images_loader, load_stolen_model,  # noqa
+import mmseg_keyprotect  # noqa: F401
+from mmseg_keyprotect.attacks import AttackSpec, correlation_audit, run_attack, true_permutations
+from mmseg_keyprotect.attacks.key_search import (few_images_loader, load_stolen_model,
                                                  search_seed_keys)
-from mmseg_keyprotect.engine.protection import _is_cipher, _pipelines  # noqa: E402
+from mmseg_keyprotect.attacks.stolen_files import owner_reference
+from mmseg_keyprotect.protection import Protection
 
 KEY_BITS = 256
 
@@ -61,8 +56,7 @@ def _load_victim(path: str, options: Optional[dict]) -> Config:
 
 
 def _has_pipeline_cipher(cfg: Config) -> bool:
-    return any(_is_cipher(t) for _, p in _pipelines(cfg.test_dataloader.dataset, 'test')
-               for t in p)
+    return bool(Protection.from_config(cfg).pipeline_steps('test_dataloader'))
 
 
 def cmd_key_search(args: argparse.Namespace) -> Dict[str, Any]:

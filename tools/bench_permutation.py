@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List
@@ -23,9 +22,9 @@ from typing import Any, Callable, Dict, List
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmark import interleaved_times, machine_line  # noqa: E402
+from mmseg_keyprotect.protection import Protection
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs' / 'feature_permutation'
 M1, M6 = (f'fcn_r50-d8_perm-m{m}_100e_voc12-256x256.py' for m in (1, 6))
@@ -114,9 +113,8 @@ def permutation_op_step(model: nn.Module, inputs: torch.Tensor, samples: List[An
     Timing the permutations in isolation bounds their share of a step much more tightly
     than the difference of two noisy step times.
     """
-    from mmseg_keyprotect.engine import find_keyed_components
 
-    perms = find_keyed_components(model)
+    perms = Protection.of(model).parts
     shapes = []
     handles = [p.register_forward_hook(lambda m, a, out: shapes.append((m, out.shape)))
                for p in perms]

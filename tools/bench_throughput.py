@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -33,9 +32,9 @@ from typing import Any, Callable, Dict, List
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmark import interleaved_times, machine_line  # noqa: E402
+from mmseg_keyprotect.protection import Protection
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / 'configs' / 'demo'
@@ -133,7 +132,6 @@ def bench_training(args: argparse.Namespace, key_file: str, data_root: str,
     from mmengine.runner import Runner
     from mmseg.registry import MODELS
 
-    from mmseg_keyprotect.engine import find_keyed_components
 
     steps: Dict[str, Callable[[], None]] = {}
     reference = None
@@ -149,7 +147,7 @@ def bench_training(args: argparse.Namespace, key_file: str, data_root: str,
         optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
         data = iter(Runner.build_dataloader(cfg.train_dataloader, seed=0))
         if 'preprocessor' in name:
-            preproc_cipher = find_keyed_components(model)[0]
+            preproc_cipher = Protection.of(model).parts[0]
 
         def step(model=model, optim=optim, data=data) -> None:
             for _ in range(args.iters):

@@ -16,15 +16,14 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, List
 
 import numpy as np
+from mmseg_keyprotect.protection import Protection
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def interleaved_times(fns: Dict[str, Callable[[], object]], repeats: int,
@@ -155,11 +154,10 @@ def bench_conditions(args: argparse.Namespace) -> None:
             runners[name] = Runner.from_cfg(cfg)
             MMLogger.get_current_instance().setLevel('WARNING')
         # The plain pass runs the model with protection off: what an unprotected model costs.
-        from mmseg_keyprotect.engine import KeyCondition, key_condition
         plain = runners['plain pass']
 
         def plain_pass() -> None:
-            with key_condition(KeyCondition.plain(), plain.model, plain.test_dataloader):
+            with Protection.of(plain.model, plain.test_dataloader).applied('plain'):
                 plain.test()
 
         times = interleaved_times({'plain pass': plain_pass,

@@ -32,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List
 
+from mmseg_keyprotect.evaluation.reports import write_report
+
 REPO = Path(__file__).resolve().parents[1]
 MODELS = [
     ('baseline', 'configs/demo/fcn_r18-d8_baseline_demo.py'),
@@ -126,7 +128,7 @@ def train_and_test(name: str, config: str, out: Path, args: argparse.Namespace,
     run_streaming([sys.executable, 'tools/test.py', config, str(checkpoint), '--work-dir',
                    str(work_dir), '--cfg-options', *test_opts],
                   work_dir / 'test_stdout.log', re.compile(r'^\|'), env, tag)
-    report = json.loads((work_dir / 'key_conditions.json').read_text())
+    report = json.loads((work_dir / 'key_conditions.json').read_text())  # KeyConditionTestLoop's
     if report['protection'] and not args.no_figure:
         figure = out / f'conditions_{slug(config)}.png'
         subprocess.run([sys.executable, 'tools/visualize_conditions.py', config,
@@ -222,8 +224,7 @@ def main(argv=None) -> None:
     info.update(load_average_end=os.getloadavg(), seconds=round(elapsed), jobs=jobs,
                 threads_per_job=threads, seed=args.seed)
     table = results_table(results)
-    (out / 'results.md').write_text(table + '\n')
-    (out / 'results.json').write_text(json.dumps({'run': info, 'models': results}, indent=2))
+    write_report(out, 'results', {'run': info, 'models': results}, table)
     say(f'\nDemo results (synthetic dataset, test split, seed {args.seed}, {elapsed:.0f} s in '
         f'all on {info["cpu_count"]} cores, {jobs} jobs x {threads} thread(s); load average '
         f'{info["load_average_end"][0]:.2f}):\n')

@@ -9,7 +9,8 @@ _base_ = [
     '../_base_/schedules/schedule_sgdr_100e.py',
 ]
 # The plugin also makes mmseg's tools load checkpoints on torch >= 2.6.
-custom_imports = dict(imports=['mmseg_keyprotect'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmseg_keyprotect', 'mmseg_keyprotect.compat'],
+                      allow_failed_imports=False)
 # Writes a config with redacted key sources; seals checkpoints (mmseg_keyprotect/engine/runner.py).
 runner_type = 'KeyProtectedRunner'
 

@@ -7,7 +7,8 @@ _base_ = [
     './_base_/datasets/synthetic_voc.py',
     './_base_/schedules/schedule_demo.py',
 ]
-custom_imports = dict(imports=['mmseg_keyprotect'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmseg_keyprotect', 'mmseg_keyprotect.compat'],
+                      allow_failed_imports=False)
 # Writes a config with redacted key sources; seals checkpoints (mmseg_keyprotect/engine/runner.py).
 runner_type = 'KeyProtectedRunner'
 

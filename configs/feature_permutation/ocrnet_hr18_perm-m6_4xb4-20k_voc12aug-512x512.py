@@ -2,7 +2,8 @@
 # in its final stage: the input of the OCR head's conv_seg (512 channels).
 # Key from $KP_KEY.
 _base_ = ['mmseg::ocrnet/ocrnet_hr18_4xb4-20k_voc12aug-512x512.py']
-custom_imports = dict(imports=['mmseg_keyprotect'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmseg_keyprotect', 'mmseg_keyprotect.compat'],
+                      allow_failed_imports=False)
 # Writes a config with redacted key sources; seals checkpoints (mmseg_keyprotect/engine/runner.py).
 runner_type = 'KeyProtectedRunner'
 model = dict(

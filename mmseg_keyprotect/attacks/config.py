@@ -4,9 +4,10 @@ The threat model is paper 2's, made adaptive: the attacker has the stolen
 checkpoint and the victim's config (so the method, the block size and the
 protected points are known), but not the key, and some labelled images.
 
-* :func:`attacker_view` removes the protection from a victim config: protected
-  segmentor types become mmseg's, block ciphers leave the pipelines and the
-  data preprocessor; it returns what was removed (points, block sizes).
+* :meth:`~mmseg_keyprotect.protection.Protection.attacker_view` removes the
+  protection from a victim config: protected segmentor types become mmseg's,
+  block ciphers leave the pipelines and the data preprocessor; it returns what
+  was removed (points, block sizes).
 * :func:`attack_runner_config` turns the victim config, a stolen checkpoint and
   an attack spec into a plain mmengine runner config: an
   ``AttackedSegmentor`` (frozen parts, adapters) loaded from the checkpoint,
@@ -15,105 +16,24 @@ protected points are known), but not the key, and some labelled images.
 """
 from __future__ import annotations
 
-import copy
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 from mmengine.config import Config, ConfigDict
 
-from ..engine.protection import _LOADERS, _is_cipher, _pipelines
-from ..models.protected import PLAIN_SEGMENTOR_TYPES
+from ..protection import Protection, RemovedProtection
 from .stolen_files import momentum_init
 
-__all__ = ['AttackSpec', 'RemovedProtection', 'attacker_view', 'attack_runner_config',
-           'ATTACK_KINDS', 'INITS']
+__all__ = ['AttackSpec', 'RemovedProtection', 'attack_runner_config', 'ATTACK_KINDS', 'INITS']
 
 #: Attacks on a stolen model, plus the reference of training from scratch.
 ATTACK_KINDS = ('scratch', 'finetune', 'head_only', 'adapter', 'sinkhorn')
 #: Where an attack's weights start (ignored by ``scratch``).
 INITS = ('checkpoint', 'momentum')
-
-_PROTECTED_BUILDERS = {'KeyProtectedBackbone': 'backbone', 'KeyProtectedHead': 'head'}
-
-
-@dataclass
-class RemovedProtection:
-    """What :func:`attacker_view` took out of a config (all of it non-secret)."""
-
-    points: List[Any] = field(default_factory=list)
-    ciphers: List[Dict[str, Any]] = field(default_factory=list)
-    encrypted_weights: bool = False
-
-    @property
-    def block_size(self) -> Optional[int]:
-        """The block size of the block cipher(s), or None without one."""
-        sizes = {c['block_size'] for c in self.ciphers}
-        if len(sizes) > 1:
-            raise ValueError(f'ciphers with different block sizes {sorted(sizes)}')
-        return sizes.pop() if sizes else None
-
-
-def _strip_model(node: Any, removed: RemovedProtection, path: str = '') -> Any:
-    if isinstance(node, Mapping):
-        node = dict(node)
-        kind = node.get('type')
-        if kind in PLAIN_SEGMENTOR_TYPES:
-            protection = node.pop('protection')
-            removed.encrypted_weights |= bool(protection.get('encrypt_weights', False))
-            points = protection.get('points') or []
-            removed.points.extend(points if isinstance(points, (list, tuple)) else [points])
-            node['type'] = PLAIN_SEGMENTOR_TYPES[kind]
-        elif kind in _PROTECTED_BUILDERS:
-            prefix = path.rsplit('.', 1)[-1] if path else ''
-            points = node['points'] if isinstance(node['points'], (list, tuple)) \
-                else [node['points']]
-            removed.points.extend(f'{prefix}.{p}' if isinstance(p, str) and prefix else p
-                                  for p in points)
-            return _strip_model(node[_PROTECTED_BUILDERS[kind]], removed, path)
-        elif kind == 'ChannelPermutationNeck':
-            raise NotImplementedError('attacks on ChannelPermutationNeck are not supported; '
-                                      'express the points on the segmentor instead')
-        if 'cipher' in node and 'DataPreProcessor' in str(kind):
-            removed.ciphers.append(dict(node.pop('cipher')))
-            node['type'] = 'SegDataPreProcessor'
-        return {k: _strip_model(v, removed, f'{path}.{k}'.strip('.')) for k, v in node.items()}
-    if isinstance(node, (list, tuple)):
-        return type(node)(_strip_model(v, removed, f'{path}.{i}') for i, v in enumerate(node))
-    return node
-
-
-def attacker_view(victim: Config) -> 'tuple[Config, RemovedProtection]':
-    """The victim's config without its protection, as an attacker without the key runs it.
-
-    Args:
-        victim: the protected config.
-
-    Returns:
-        (config, removed): an unprotected config of the same model and data, and
-        the protection that was removed.
-    """
-    cfg = copy.deepcopy(victim)
-    removed = RemovedProtection()
-    cfg.model = ConfigDict(_strip_model(cfg.model.to_dict(), removed))
-    if 'data_preprocessor' in cfg and isinstance(cfg.data_preprocessor, Mapping):
-        cfg.data_preprocessor = ConfigDict(_strip_model(dict(cfg.data_preprocessor), removed))
-    for loader in _LOADERS:
-        if loader not in cfg:
-            continue
-        for _, pipeline in _pipelines(cfg[loader].get('dataset'), loader):
-            for transform in [t for t in pipeline if _is_cipher(t)]:
-                if loader == 'train_dataloader':
-                    removed.ciphers.append(dict(transform))
-                pipeline.remove(transform)
-    for loop in ('val_cfg', 'test_cfg'):
-        if loop in cfg and str(cfg[loop].get('type', '')).startswith('KeyCondition'):
-            cfg[loop] = ConfigDict(type=cfg[loop]['type'].replace('KeyCondition', ''))
-    cfg.pop('custom_hooks', None)
-    return cfg, removed
 
 
 @dataclass
@@ -184,7 +104,7 @@ def attack_runner_config(victim: Config, checkpoint: Optional[str], spec: Attack
     Returns:
         (config, removed): the runner config and the protection that was removed.
     """
-    cfg, removed = attacker_view(victim)
+    cfg, removed = Protection.from_config(victim).attacker_view()
     adapters = None
     trainable: Any = 'all'
     if spec.kind == 'head_only':

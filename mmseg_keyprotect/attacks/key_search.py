@@ -5,7 +5,7 @@ The papers derive their permutations from small integer seeds; a key made with
 the seed range. An attacker who holds the stolen model, its config and a few
 labelled images tries seeds: each candidate key is switched into every keyed
 component (model points and pipeline ciphers) with
-:func:`~mmseg_keyprotect.engine.conditions.key_condition`, the images are
+:meth:`~mmseg_keyprotect.protection.Protection.applied`, the images are
 segmented, and the candidate with the highest pixel accuracy wins. The
 correct key stands out: every wrong key scores at the level of plain input.
 
@@ -14,25 +14,24 @@ The same measurement gives the search rate, from which the time to search a
 """
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, List, Sequence, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner, load_checkpoint
 from mmseg.registry import MODELS
 
-from ..engine.conditions import switched_keys
 from ..key_sources import replace_key_sources
 from ..keys import SecretKey, WeakKeyWarning
+from ..protection import Protection
 from .config import subset_indices
 from .runner import dataset_size
 
 __all__ = ['KeySearchResult', 'search_seed_keys', 'pixel_accuracy', 'load_stolen_model',
-           'using_key', 'few_images_loader']
+           'few_images_loader']
 
 
 @dataclass
@@ -79,17 +78,6 @@ def load_stolen_model(victim: Config, checkpoint: str) -> Tuple[torch.nn.Module,
     return model.eval(), cfg
 
 
-@contextlib.contextmanager
-def using_key(key: SecretKey, *targets: Any) -> Iterator[None]:
-    """Give every keyed component of ``targets`` the candidate ``key``; restore on exit.
-
-    Unlike an *incorrect* :class:`~mmseg_keyprotect.engine.conditions.KeyCondition`,
-    a candidate may be the correct key: that is what the search looks for.
-    """
-    with switched_keys(lambda component: key, *targets):
-        yield
-
-
 @torch.no_grad()
 def pixel_accuracy(model: torch.nn.Module, batches: Sequence[dict]) -> float:
     """Share of labelled pixels the model gets right on ``batches`` (mmseg data dicts)."""
@@ -120,12 +108,13 @@ def search_seed_keys(model: torch.nn.Module, dataloader: Iterable, seeds: Iterab
         KeySearchResult: the best seed, its score and every candidate's score.
     """
     cached = None if reload_data else list(dataloader)
+    protection = Protection.of(model, dataloader)
     scores: List[Tuple[int, float]] = []
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', WeakKeyWarning)
         for seed in seeds:
-            with using_key(SecretKey.from_seed(seed), model, dataloader):
+            with protection.applied(SecretKey.from_seed(seed)):
                 batches = list(dataloader) if reload_data else cached
                 scores.append((int(seed), pixel_accuracy(model, batches)))
     seconds = time.perf_counter() - start

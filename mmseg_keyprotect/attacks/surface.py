@@ -23,9 +23,8 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 import torch
 from mmseg.registry import MODELS
 from torch import nn
-from torch.nn.modules.batchnorm import _NormBase
 
-from ..models.points import _find_module, _parse_points
+from ..models.points import find_module, parse_points
 from .adapters import build_point_adapter
 
 __all__ = ['build_attacked_segmentor', 'ATTACK_ATTR', 'frozen_norm_layers', 'probe']
@@ -71,10 +70,10 @@ def build_attacked_segmentor(segmentor: Mapping[str, Any],
     if adapters:
         options = dict(adapters)
         kind = options.pop('kind')
-        specs = _parse_points(options.pop('points'))
+        specs = parse_points(options.pop('points'))
         for spec in specs:
             module = build_point_adapter(spec, kind, **options)
-            module.register_on(_find_module(modules, spec, ''))
+            module.register_on(find_module(modules, spec, ''))
             attack.append(module)
     if trainable != 'all':
         _freeze_except(model, modules, trainable)
@@ -97,9 +96,15 @@ def _freeze_except(model: nn.Module, modules: Mapping[str, nn.Module],
         for param in modules[path].parameters():
             param.requires_grad_(True)
     frozen = [m for m in model.modules()
-              if isinstance(m, _NormBase) and not any(p.requires_grad for p in m.parameters())]
+              if _is_norm_with_stats(m) and not any(p.requires_grad for p in m.parameters())]
     if frozen:
         model.register_forward_pre_hook(_FrozenNormsInEval(frozen))
+
+
+def _is_norm_with_stats(module: nn.Module) -> bool:
+    """Batch / instance / sync-batch norm layers: they keep running statistics."""
+    return isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+                               nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d))
 
 
 class _FrozenNormsInEval:

@@ -1,22 +1,17 @@
-"""Engine side: key conditions, their test/val loops (LOOPS), the protection hook (HOOKS),
-the runner for protected configs (RUNNERS), the safe checkpoint loaders and CPU-only
-distributed launch."""
-from . import cpu_dist  # noqa: F401  (patches mmengine's PyTorch launcher for CPU-only torch)
-from .checkpoint import load_from_local_weights_only
-from .conditions import KeyCondition, find_keyed_components, key_condition, make_conditions
+"""Engine side: the runner for protected configs (RUNNERS), the hooks that check and seal
+(HOOKS), the weights-only checkpoint loaders and the CPU-only ``pytorch`` launcher.
+
+Nothing here changes mmengine on import: the loaders are installed by the runner, the
+hooks, :mod:`mmseg_keyprotect.apis` or :mod:`mmseg_keyprotect.compat`.
+"""
+from .checkpoint import (install_safe_loaders, load_from_local_weights_only,
+                         safe_loaders_installed, uninstall_safe_loaders)
 from .hooks import CheckpointSealHook, KeyProtectionHook, register_protection_hook
-from .loops import (ConditionEvaluation, KeyConditionTestLoop, KeyConditionValLoop,
-                    restart_workers)
-from .prefix_cache import KeyIndependentPrefix
+from .launcher import init_cpu_process_group
 from .runner import KeyProtectedRunner
-from .protection import (KeyMismatchError, ProtectionMismatchError, check_block_alignment,
-                         check_key_fingerprints, check_protection, describe_protection)
 
 __all__ = [
-    'load_from_local_weights_only', 'KeyCondition', 'make_conditions', 'find_keyed_components',
-    'key_condition', 'ConditionEvaluation', 'KeyConditionTestLoop', 'KeyConditionValLoop',
-    'restart_workers', 'KeyIndependentPrefix', 'KeyProtectionHook', 'CheckpointSealHook',
-    'KeyProtectedRunner', 'register_protection_hook',
-    'ProtectionMismatchError', 'KeyMismatchError', 'check_block_alignment', 'check_protection',
-    'check_key_fingerprints', 'describe_protection'
+    'install_safe_loaders', 'uninstall_safe_loaders', 'safe_loaders_installed',
+    'load_from_local_weights_only', 'KeyProtectionHook', 'CheckpointSealHook',
+    'register_protection_hook', 'init_cpu_process_group', 'KeyProtectedRunner'
 ]

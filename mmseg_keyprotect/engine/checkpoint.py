@@ -9,14 +9,20 @@ numpy scalars), so ``--resume`` and ``tools/test.py`` fail with an
 checkpoint run arbitrary code when loaded, which a model-protection plugin
 must not allow.
 
-Importing :mod:`mmseg_keyprotect` (as ``custom_imports`` does) replaces the
-loader of every scheme of :class:`mmengine.runner.CheckpointLoader` (local
-paths, ``http(s)://``, ``torchvision://``, ``open-mmlab://``, ``mmcls://``,
+:func:`install_safe_loaders` replaces the loader of every scheme of
+:class:`mmengine.runner.CheckpointLoader` (local paths, ``http(s)://``, ``torchvision://``, ``open-mmlab://``, ``mmcls://``,
 ``s3://``/``petrel://``; ``pavi://`` is refused) with one that ends in
 :func:`safe_torch_load`: ``weights_only=True`` with exactly the extra globals
 an mmengine/mmseg checkpoint needs (:data:`CHECKPOINT_GLOBALS`). A checkpoint
 that references anything else is refused with :class:`UnsafeCheckpointError`
 naming the offending globals.
+
+Importing the package does not install them. They are installed explicitly:
+by :class:`~mmseg_keyprotect.engine.runner.KeyProtectedRunner`, the plugin's
+hooks and loops, :mod:`mmseg_keyprotect.apis`, and by importing
+:mod:`mmseg_keyprotect.compat` (the shipped configs list it in
+``custom_imports``, so mmseg's ``init_model`` and ``MMSegInferencer`` load
+safely too). :func:`uninstall_safe_loaders` puts mmengine's loaders back.
 
 Versions: torch >= 2.6 loads safely. On torch 2.0-2.4, where
 ``weights_only`` cannot take extra globals, a restricted unpickler (torch's own
@@ -50,7 +56,8 @@ from mmengine.runner import CheckpointLoader
 from mmengine.runner import checkpoint as ckpt_utils
 
 __all__ = ['CHECKPOINT_GLOBALS', 'UnsafeCheckpointError', 'load_from_local_weights_only',
-           'safe_torch_load', 'install_safe_loaders', 'SAFE_LOADERS']
+           'safe_torch_load', 'install_safe_loaders', 'uninstall_safe_loaders',
+           'safe_loaders_installed', 'SAFE_LOADERS']
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
 
@@ -325,10 +332,37 @@ SAFE_LOADERS = {
 }
 
 
+_replaced: dict = {}
+
+
+def _scheme_table() -> dict:
+    # mmengine keeps the schemes in a class attribute; read it to restore them later.
+    return CheckpointLoader._schemes
+
+
 def install_safe_loaders() -> None:
-    """Make every scheme of mmengine's ``CheckpointLoader`` load through :func:`safe_torch_load`."""
+    """Make every scheme of mmengine's ``CheckpointLoader`` load through :func:`safe_torch_load`.
+
+    Idempotent; :func:`uninstall_safe_loaders` restores mmengine's loaders.
+    """
+    if safe_loaders_installed():
+        return
+    _replaced.clear()
+    _replaced.update(_scheme_table())
     for prefixes, loader in SAFE_LOADERS.items():
         CheckpointLoader.register_scheme(prefixes=prefixes, loader=loader, force=True)
 
 
-install_safe_loaders()
+def uninstall_safe_loaders() -> None:
+    """Put back the loaders :func:`install_safe_loaders` replaced."""
+    if not _replaced:
+        return
+    table = _scheme_table()
+    table.clear()
+    table.update(_replaced)
+    _replaced.clear()
+
+
+def safe_loaders_installed() -> bool:
+    """Whether every scheme of ``CheckpointLoader`` goes through the safe loaders."""
+    return _scheme_table().get('') is load_from_local_weights_only

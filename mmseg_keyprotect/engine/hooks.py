@@ -2,7 +2,7 @@
 
 :class:`KeyProtectionHook` (priority ``VERY_HIGH``)
 
-* ``before_run``: :func:`~mmseg_keyprotect.engine.protection.check_block_alignment`
+* ``before_run``: :meth:`~mmseg_keyprotect.protection.Protection.check_sizes`
   on the runner's config, so a block size that does not divide a crop, pad or
   slide size fails before weights are initialised, a checkpoint is loaded or an
   iteration runs;
@@ -13,7 +13,7 @@
   descriptor (an HMAC under the key) and refuses a checkpoint of another key,
   an edited descriptor or, unless allowed, an unsealed (plaintext) checkpoint;
   compares the descriptor with the model and dataloaders being run
-  (:class:`~mmseg_keyprotect.engine.protection.ProtectionMismatchError`); then
+  (:class:`~mmseg_keyprotect.protection.ProtectionMismatchError`); then
   opens the sealed optimizer state and every other sealed entry, all before
   mmengine copies a weight (the model's own ``state_dict`` is opened by the
   model's load hook, which checks it again).
@@ -53,7 +53,6 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
-from mmengine.runner import BaseLoop
 from mmseg.registry import HOOKS
 from torch import Tensor, nn
 
@@ -62,8 +61,8 @@ from ..models.weight_encryption import (MARKER, EncryptedWeightsError, describe_
                                         is_sealed, mark_checkpoints_sealed, open_sealed,
                                         read_header, seal, seal_state_dict,
                                         weight_encryption_key)
-from .protection import (ProtectionMismatchError, check_block_alignment, check_protection,
-                         describe_protection)
+from ..protection import Protection, ProtectionMismatchError, check_protection
+from .checkpoint import install_safe_loaders
 
 __all__ = [
     'KeyProtectionHook', 'CheckpointSealHook', 'register_protection_hook', 'META_KEY',
@@ -86,9 +85,7 @@ def _model(runner) -> nn.Module:
 
 def _current(runner) -> List[Dict[str, Any]]:
     """The descriptor of the runner's model and the dataloaders of its built loops."""
-    loops = (runner._train_loop, runner._val_loop, runner._test_loop)
-    loaders = [loop.dataloader for loop in loops if isinstance(loop, BaseLoop)]
-    return describe_protection(runner.model, *loaders)
+    return Protection.from_runner(runner).describe()
 
 
 def _descriptor_mac(key: SecretKey, descriptor: List[Dict[str, Any]]) -> str:
@@ -217,8 +214,14 @@ class KeyProtectionHook(Hook):
         self.strict = strict
 
     def before_run(self, runner) -> None:
-        """Raise if a crop, pad or slide size is not a multiple of a cipher block size."""
-        check_block_alignment(runner.cfg)
+        """Raise if a crop, pad or slide size is not a multiple of a cipher block size.
+
+        Also installs the weights-only checkpoint loaders
+        (:func:`~mmseg_keyprotect.engine.checkpoint.install_safe_loaders`) before
+        anything is loaded.
+        """
+        install_safe_loaders()
+        Protection.from_config(runner.cfg).check_sizes()
 
     def before_save_checkpoint(self, runner, checkpoint: Dict[str, Any]) -> None:
         """Store the protection descriptor in ``checkpoint['meta']``."""

@@ -12,7 +12,11 @@ given, and keeps as ``runner.cfg`` (the copy it writes) a copy whose key
 sources are redacted
 (:func:`~mmseg_keyprotect.key_sources.redact_key_sources`). It also registers
 :class:`~mmseg_keyprotect.engine.hooks.KeyProtectionHook` and
-:class:`~mmseg_keyprotect.engine.hooks.CheckpointSealHook`. Select it with::
+:class:`~mmseg_keyprotect.engine.hooks.CheckpointSealHook`, installs the
+weights-only checkpoint loaders
+(:func:`~mmseg_keyprotect.engine.checkpoint.install_safe_loaders`) and starts
+``--launcher pytorch`` on CPU-only machines
+(:func:`~mmseg_keyprotect.engine.launcher.init_cpu_process_group`). Select it with::
 
     runner_type = 'KeyProtectedRunner'
 
@@ -29,7 +33,9 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 from ..key_sources import redact_key_sources
+from .checkpoint import install_safe_loaders
 from .hooks import register_protection_hook
+from .launcher import init_cpu_process_group
 
 __all__ = ['KeyProtectedRunner']
 
@@ -50,5 +56,12 @@ class KeyProtectedRunner(Runner):
         if cfg is not None:
             cfg = copy.deepcopy(cfg) if isinstance(cfg, Config) else Config(copy.deepcopy(cfg))
             redact_key_sources(cfg)
+        install_safe_loaders()
         super().__init__(*args, cfg=cfg, **kwargs)
         register_protection_hook(self)
+
+    def setup_env(self, env_cfg: dict) -> None:
+        """mmengine's ``setup_env``; a CPU-only ``pytorch`` launch starts its gloo group first."""
+        if self.distributed:
+            init_cpu_process_group(self.launcher, env_cfg.get('dist_cfg', {}))
+        super().setup_env(env_cfg)

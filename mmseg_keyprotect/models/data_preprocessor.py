@@ -27,6 +27,7 @@ from mmseg.registry import MODELS, TRANSFORMS
 
 from ..keyed import KeyedComponent
 from ..keys import SecretKey
+from ..protection import PreprocessorCipher, keyed_type
 from ..transforms.block_cipher import BlockCipher
 from .batched_ciphers import BatchedBlockCipher
 
@@ -49,6 +50,7 @@ def _check_pad_sizes(name: str, sizes: Mapping[str, Any], block_size: int, ciphe
 
 
 @MODELS.register_module()
+@keyed_type(PreprocessorCipher(plain='SegDataPreProcessor', field='cipher'))
 class BlockCipherSegDataPreProcessor(SegDataPreProcessor, KeyedComponent):
     """``SegDataPreProcessor`` that encrypts the batch with a block cipher first.
 
@@ -110,12 +112,15 @@ class BlockCipherSegDataPreProcessor(SegDataPreProcessor, KeyedComponent):
         self.cipher = cipher
         self.batched = BatchedBlockCipher(cipher)
         # The same key as the cipher: one component, switched as one.
-        self._correct_key = cipher.correct_key
-        self._active_key = cipher.correct_key
+        self._init_key(cipher.correct_key)
 
     def describe(self) -> Dict[str, Any]:
         """Its cipher's description: the same protection as that cipher in the pipeline."""
         return self.cipher.describe()
+
+    def derived_tables(self, key: SecretKey) -> bytes:
+        """Its cipher's tables."""
+        return self.cipher.derived_tables(key)
 
     @property
     def block_size(self) -> int:

@@ -92,6 +92,12 @@ class ChannelPermutation(nn.Module, KeyedComponent):
         self._init_key(key)
         self._on_key_change()
 
+    def derived_tables(self, key: SecretKey) -> Optional[bytes]:
+        """The permutation index ``key`` gives (``None`` until the channel count is known)."""
+        if self.num_channels is None:
+            return None
+        return channel_permutation_index(key, self.purpose, self.num_channels).numpy().tobytes()
+
     def forward(self, x: Tensor) -> Tensor:
         """Permute the channels of ``x`` with the active key (plain: return ``x``).
 

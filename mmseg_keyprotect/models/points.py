@@ -38,7 +38,8 @@ from torch import nn
 from ..keys import KeySpec, resolve_key
 from .permutation import ChannelPermutation
 
-__all__ = ['PointSpec', 'PointHook', 'PointPermutation', 'attach_permutations', 'POINTS_ATTR']
+__all__ = ['PointSpec', 'PointHook', 'PointPermutation', 'attach_permutations', 'POINTS_ATTR',
+           'parse_points', 'find_module']
 
 PointLike = Union[str, Mapping[str, Any], 'PointSpec']
 
@@ -212,7 +213,7 @@ def attach_permutations(root: nn.Module,
         ...                             'decode_head.conv_seg:input'], key=dict(env='KP_KEY'))
     """
     secret = resolve_key(key, 'channel permutation points')
-    specs = _parse_points(points)
+    specs = parse_points(points)
     if hasattr(root, POINTS_ATTR):
         raise ValueError(f'{type(root).__name__} already has permutations attached '
                          f'({POINTS_ATTR}); give all points in one call')
@@ -220,7 +221,7 @@ def attach_permutations(root: nn.Module,
         raise ValueError(f'cannot attach permutations to a {type(root).__name__} (adding a child '
                          'would change what it runs); attach them to a module that holds it')
     modules = dict(root.named_modules())
-    targets = [_find_module(modules, spec, prefix) for spec in specs]
+    targets = [find_module(modules, spec, prefix) for spec in specs]
     for spec, target in zip(specs, targets):
         _check_declared_channels(spec, target, prefix)
     perms = nn.ModuleList(PointPermutation(spec, secret, prefix) for spec in specs)
@@ -230,7 +231,7 @@ def attach_permutations(root: nn.Module,
     return perms
 
 
-def _parse_points(points: Union[PointLike, Sequence[PointLike]]) -> Sequence[PointSpec]:
+def parse_points(points: Union[PointLike, Sequence[PointLike]]) -> Sequence[PointSpec]:
     if isinstance(points, (str, Mapping, PointSpec)):
         points = [points]
     specs = [PointSpec.parse(p) for p in points]
@@ -244,7 +245,7 @@ def _parse_points(points: Union[PointLike, Sequence[PointLike]]) -> Sequence[Poi
     return specs
 
 
-def _find_module(modules: Mapping[str, nn.Module], spec: PointSpec, prefix: str) -> nn.Module:
+def find_module(modules: Mapping[str, nn.Module], spec: PointSpec, prefix: str) -> nn.Module:
     if spec.path in modules:
         return modules[spec.path]
     where = f' (inside {prefix!r})' if prefix else ''

@@ -27,13 +27,14 @@ into the unprotected model (which then behaves like the *plain* condition).
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Sequence, Tuple, Union
 
 from mmseg.models.segmentors import CascadeEncoderDecoder, EncoderDecoder
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from ..keys import KeySpec, resolve_key
+from ..protection import ProtectedBuilder, ProtectedSegmentor, Unsupported, keyed_type
 from .auto_points import resolve_points
 from .permutation import ChannelPermutation
 from .points import PointLike, attach_permutations
@@ -43,18 +44,10 @@ from .weight_encryption import (attach_weight_encryption, checkpoints_sealed,
 __all__ = [
     'KeyProtectedSegmentorMixin', 'KeyProtectedEncoderDecoder',
     'KeyProtectedCascadeEncoderDecoder', 'build_key_protected_backbone',
-    'build_key_protected_head', 'ChannelPermutationNeck', 'PLAIN_SEGMENTOR_TYPES',
-    'disable_weight_decryption'
+    'build_key_protected_head', 'ChannelPermutationNeck'
 ]
 
 Points = Union[PointLike, Sequence[PointLike]]
-
-#: Each protected segmentor type and the mmseg type it extends.
-PLAIN_SEGMENTOR_TYPES = {
-    'KeyProtectedEncoderDecoder': 'EncoderDecoder',
-    'KeyProtectedCascadeEncoderDecoder': 'CascadeEncoderDecoder',
-}
-
 
 class KeyProtectedSegmentorMixin:
     """Adds a ``protection`` argument to a segmentor class.
@@ -138,6 +131,7 @@ class KeyProtectedSegmentorMixin:
 
 
 @MODELS.register_module()
+@keyed_type(ProtectedSegmentor(plain='EncoderDecoder'))
 class KeyProtectedEncoderDecoder(KeyProtectedSegmentorMixin, EncoderDecoder):
     """mmseg's ``EncoderDecoder`` with keyed channel permutations at named points.
 
@@ -148,6 +142,7 @@ class KeyProtectedEncoderDecoder(KeyProtectedSegmentorMixin, EncoderDecoder):
 
 
 @MODELS.register_module()
+@keyed_type(ProtectedSegmentor(plain='CascadeEncoderDecoder'))
 class KeyProtectedCascadeEncoderDecoder(KeyProtectedSegmentorMixin, CascadeEncoderDecoder):
     """mmseg's ``CascadeEncoderDecoder`` with keyed channel permutations at named points.
 
@@ -160,6 +155,7 @@ class KeyProtectedCascadeEncoderDecoder(KeyProtectedSegmentorMixin, CascadeEncod
 
 
 @MODELS.register_module(name='KeyProtectedBackbone')
+@keyed_type(ProtectedBuilder(inner='backbone'), name='KeyProtectedBackbone')
 def build_key_protected_backbone(backbone: Mapping[str, Any],
                                  points: Points,
                                  key: KeySpec = None,
@@ -191,6 +187,7 @@ def build_key_protected_backbone(backbone: Mapping[str, Any],
 
 
 @MODELS.register_module(name='KeyProtectedHead')
+@keyed_type(ProtectedBuilder(inner='head'), name='KeyProtectedHead')
 def build_key_protected_head(head: Mapping[str, Any],
                              points: Points,
                              key: KeySpec = None,
@@ -229,6 +226,7 @@ def _build_and_attach(cfg: Mapping[str, Any], overrides: Dict[str, Any], points:
 
 
 @MODELS.register_module()
+@keyed_type(Unsupported('express the points on the segmentor instead'))
 class ChannelPermutationNeck(nn.Module):
     """A neck that permutes the channels of chosen backbone outputs.
 
@@ -281,36 +279,3 @@ class ChannelPermutationNeck(nn.Module):
                      for i, x in enumerate(inputs))
 
 
-def disable_weight_decryption(cfg: Any) -> List[str]:
-    """Turn ``encrypt_weights`` off in every ``protection`` of a config, in place.
-
-    What someone who holds a checkpoint but not its key runs: the stored
-    (encrypted) tensors are loaded as they are. A protection left with no
-    points becomes mmseg's unprotected segmentor type.
-
-    Args:
-        cfg: an ``mmengine.Config``, ``ConfigDict`` or dict.
-
-    Returns:
-        list[str]: the config paths of the protections changed.
-    """
-    changed = []
-
-    def walk(node: Any, path: str) -> None:
-        if isinstance(node, dict) or hasattr(node, 'items'):
-            protection = node.get('protection')
-            if hasattr(protection, 'get') and protection.get('encrypt_weights'):
-                protection['encrypt_weights'] = False
-                protection.pop('allow_plaintext_weights', None)
-                if not protection.get('points') and node.get('type') in PLAIN_SEGMENTOR_TYPES:
-                    node['type'] = PLAIN_SEGMENTOR_TYPES[node['type']]
-                    node.pop('protection')
-                changed.append(f'{path}.protection'.lstrip('.'))
-            for field, value in list(node.items()):
-                walk(value, f'{path}.{field}')
-        elif isinstance(node, (list, tuple)):
-            for i, value in enumerate(node):
-                walk(value, f'{path}.{i}')
-
-    walk(getattr(cfg, '_cfg_dict', cfg), '')
-    return changed

@@ -292,26 +292,35 @@ def is_sealed(state_dict: Mapping[str, Any], prefix: str = '') -> bool:
 def describe_module(module: nn.Module) -> Descriptor:
     """The protection a model carries: its keyed parts and its weight encryption.
 
-    Each keyed submodule (a permutation point, a data-preprocessor cipher)
-    describes itself (:meth:`~mmseg_keyprotect.keyed.KeyedComponent.describe`);
-    a module that encrypts its weights adds ``{'type': 'WeightEncryption',
-    'key': FINGERPRINT}``. Non-secret: types, points, block sizes and key
-    fingerprints.
+    :meth:`~mmseg_keyprotect.protection.Protection.describe` of the module
+    alone: each keyed part describes itself, and a module that encrypts its
+    weights adds ``{'type': 'WeightEncryption', 'key': FINGERPRINT}``.
+    Non-secret: types, points, block sizes and key fingerprints.
     """
-    entries = {_canonical(m.describe()): m.describe() for m in module.modules()
-               if isinstance(m, KeyedComponent)}
-    for fingerprint in filter(None, map(weight_encryption_fingerprint, module.modules())):
-        entry = {'type': 'WeightEncryption', 'key': fingerprint}
-        entries[_canonical(entry)] = entry
-    return [entries[k] for k in sorted(entries)]
+    from ..protection import Protection
+    return Protection.of(module).describe()
 
 
-class _WeightEncryption:
-    """The model's load pre-hook; holds the key (never printed, never pickled in clear)."""
+class _WeightEncryption(KeyedComponent):
+    """The model's load pre-hook; holds the key (never printed, never pickled in clear).
+
+    A keyed part of the model's protection: it describes itself as
+    ``{'type': 'WeightEncryption', 'key': FINGERPRINT}``. Key conditions do
+    not change it: the weights were opened with the correct key when loaded.
+    """
 
     def __init__(self, key: SecretKey, allow_plaintext: bool) -> None:
-        self.key = key
+        self._init_key(key)
         self.allow_plaintext = allow_plaintext
+
+    @property
+    def key(self) -> SecretKey:
+        """The key the weights are sealed with."""
+        return self.correct_key
+
+    def describe(self) -> Dict[str, Any]:
+        """``{'type': 'WeightEncryption', 'key': FINGERPRINT}``."""
+        return {'type': 'WeightEncryption', 'key': self.correct_key.fingerprint}
 
     def __repr__(self) -> str:
         return f'WeightEncryption(key=<fingerprint {self.key.fingerprint}>)'

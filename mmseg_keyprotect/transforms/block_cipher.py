@@ -31,6 +31,7 @@ from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
 from ..keyed import KeyedComponent
+from ..protection import PipelineStep, keyed_type
 from ..keys import KeySpec, SecretKey
 from .blocks import Shape, check_block_shape, gather_index, tile_over_blocks
 
@@ -40,6 +41,7 @@ __all__ = ['BlockCipher', 'BlockShuffle', 'BlockNegPos', 'BlockFFX', 'ffx_lookup
 _CACHE_SIZE = 8
 
 
+@keyed_type(PipelineStep())
 class BlockCipher(BaseTransform, KeyedComponent):
     """Base class: a keyed operation applied identically to every MxM block.
 
@@ -102,6 +104,16 @@ class BlockCipher(BaseTransform, KeyedComponent):
         them from here, so every key derivation lives in one place.
         """
         return self._cached(key, tuple(int(s) for s in shape), 'enc', self._build)
+
+    def derived_tables(self, key: SecretKey) -> bytes:
+        """The tables of one ``M x M x C`` block (C = ``num_channels``, else 3), as bytes.
+
+        Whole-image tables are these, tiled over the blocks.
+        """
+        m = self.block_size
+        tables = self.tables(key, (m, m, self.num_channels or 3))
+        tables = tables if isinstance(tables, tuple) else (tables, )
+        return b''.join(np.ascontiguousarray(t).tobytes() for t in tables)
 
     def check_image(self, img: Any) -> Shape:
         """Validate ``img`` and return its ``(H, W, C)`` shape.

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from mmseg_keyprotect.datasets import make_synthetic_voc
-from mmseg_keyprotect.engine import KeyCondition, key_condition, make_conditions
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.sweep import check_family, family_config, predict_logits
+from mmseg_keyprotect.evaluation.conditions import KeyCondition, make_conditions
+from mmseg_keyprotect.protection import Protection
 
 # token features (SegFormer), a family with no config in this project, a cascade (slow)
 FAMILIES = ['segformer', 'bisenetv2', pytest.param('ocrnet', marks=pytest.mark.slow)]
@@ -46,9 +47,9 @@ def test_inferencer_decrypts_and_switches_conditions(root, family):
 
     correct = logits()
     wrong = make_conditions(correct=False, plain=False, incorrect=1, seed=0)[0]
-    with key_condition(KeyCondition.plain(), inferencer.model):
+    with Protection.of(inferencer.model).applied(KeyCondition.plain()):
         plain = logits()
-    with key_condition(wrong, inferencer.model):
+    with Protection.of(inferencer.model).applied(wrong):
         incorrect = logits()
     assert not torch.allclose(correct, plain) and not torch.allclose(correct, incorrect)
     # the weights were decrypted on load: the inferencer reproduces the swept model's outputs

@@ -14,8 +14,9 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
-from mmseg_keyprotect.engine import KeyCondition, find_keyed_components, key_condition
 from mmseg_keyprotect.keys import SecretKey
+from mmseg_keyprotect.evaluation.conditions import KeyCondition
+from mmseg_keyprotect.protection import Protection
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {
@@ -57,8 +58,8 @@ def test_init_model_and_inference_model(in_cwd):
     image = np.array(Image.open(in_cwd['image']))[..., ::-1].copy()  # BGR, like mmcv
     correct = inference_model(model, image).seg_logits.data
     # inference_model builds cfg.test_pipeline: for the cipher that is where the key acts.
-    keyed = find_keyed_components(model)
-    with key_condition(KeyCondition.plain(), model):
+    keyed = Protection.of(model).parts
+    with Protection.of(model).applied(KeyCondition.plain()):
         if keyed:  # permutation: plain means no permutation inside the model
             plain = inference_model(model, image).seg_logits.data
         else:  # cipher: plain means the image is not encrypted

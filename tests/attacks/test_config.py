@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from mmseg_keyprotect.attacks import AttackSpec, attack_runner_config, attacker_view
+from mmseg_keyprotect.attacks import AttackSpec, attack_runner_config
 from mmseg_keyprotect.attacks.config import subset_indices
 from mmseg_keyprotect.key_sources import find_key_sources
+from mmseg_keyprotect.protection import Protection
 
 DEMO = Path(__file__).resolve().parents[2] / 'configs' / 'demo'
 SGD = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01))
@@ -19,7 +20,7 @@ def load(name: str) -> Config:
 
 
 def test_permutation_victim_loses_its_protection():
-    cfg, removed = attacker_view(load('fcn_r18-d8_perm-m1m6_demo.py'))
+    cfg, removed = Protection.from_config(load('fcn_r18-d8_perm-m1m6_demo.py')).attacker_view()
     assert cfg.model.type == 'EncoderDecoder' and 'protection' not in cfg.model
     assert removed.points == ['backbone.layer1:input', 'decode_head.conv_seg:input']
     assert removed.block_size is None
@@ -28,16 +29,16 @@ def test_permutation_victim_loses_its_protection():
 
 
 def test_encrypted_weights_are_noted_and_removed():
-    cfg, removed = attacker_view(load('fcn_r18-d8_perm-m6-encw_demo.py'))
+    cfg, removed = Protection.from_config(load('fcn_r18-d8_perm-m6-encw_demo.py')).attacker_view()
     assert removed.encrypted_weights and cfg.model.type == 'EncoderDecoder'
-    assert not attacker_view(load('fcn_r18-d8_perm-m6_demo.py'))[1].encrypted_weights
+    assert not Protection.from_config(load('fcn_r18-d8_perm-m6_demo.py')).attacker_view()[1].encrypted_weights
 
 
 @pytest.mark.parametrize('name',
                          ['fcn_r18-d8_shf-b2_demo.py', 'fcn_r18-d8_shf-b2-preproc_demo.py'])
 def test_block_cipher_victim_loses_its_cipher(name):
     victim = load(name)
-    cfg, removed = attacker_view(victim)
+    cfg, removed = Protection.from_config(victim).attacker_view()
     assert removed.block_size == 2 and removed.ciphers[0]['type'] == 'BlockShuffle'
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         types = [t['type'] for t in cfg[loader].dataset.pipeline]

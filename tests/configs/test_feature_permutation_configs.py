@@ -218,7 +218,8 @@ def test_every_config_has_an_expectation():
 @pytest.mark.parametrize('name', CONFIGS)
 def test_config_inherits_mmseg_and_names_only_a_key_source(name):
     cfg = Config.fromfile(CONFIG_DIR / name)
-    assert cfg.custom_imports == dict(imports=['mmseg_keyprotect'], allow_failed_imports=False)
+    assert cfg.custom_imports == dict(imports=['mmseg_keyprotect', 'mmseg_keyprotect.compat'],
+                                      allow_failed_imports=False)
     assert cfg.val_dataloader.dataset.type in ('PascalVOCDataset', 'ADE20KDataset')
     assert cfg.default_scope == 'mmseg'
     text = cfg.pretty_text

@@ -142,7 +142,8 @@ def test_configs_are_found():
 def test_every_config_loads_and_builds(name, build_model):
     cfg = load(name)
     assert cfg.default_scope == 'mmseg'
-    assert cfg.custom_imports == dict(imports=['mmseg_keyprotect'], allow_failed_imports=False)
+    assert cfg.custom_imports == dict(imports=['mmseg_keyprotect', 'mmseg_keyprotect.compat'],
+                                      allow_failed_imports=False)
     assert isinstance(build_model(name), BaseSegmentor)
 
 

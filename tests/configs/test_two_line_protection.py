@@ -7,9 +7,9 @@ import torch
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
-from mmseg_keyprotect.engine.protection import describe_protection
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.models.points import POINTS_ATTR
+from mmseg_keyprotect.protection import Protection
 from tests.models.test_auto_points import outputs_under_conditions
 
 # CGNet: no config of this project protects it; small enough to build at full size.
@@ -30,7 +30,7 @@ def test_two_lines_protect_cgnet(tmp_path, monkeypatch):
     points = [p.purpose for p in getattr(model, POINTS_ATTR)]
     # CGNet's single output feeds the FCN head; the head's classifier input
     assert points[-1] == 'decode_head.conv_seg:input' and len(points) >= 2
-    assert sorted(e['point'] for e in describe_protection(model)) == sorted(points)
+    assert sorted(e['point'] for e in Protection.of(model).describe()) == sorted(points)
     outs = outputs_under_conditions(model, torch.randn(1, 3, 64, 64))
     assert outs[0].shape == (1, 19, 8, 8)
     assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[0], outs[2])

@@ -16,8 +16,7 @@ from mmengine.config import Config
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import CheckpointLoader, Runner
 
-from mmseg_keyprotect.engine.checkpoint import (SAFE_LOADERS, UnsafeCheckpointError,
-                                                safe_torch_load)
+from mmseg_keyprotect.engine.checkpoint import SAFE_LOADERS, UnsafeCheckpointError, safe_torch_load
 
 REPO = Path(__file__).parents[2]
 CONFIG = REPO / 'configs' / 'demo' / 'fcn_r18-d8_baseline_demo.py'

@@ -1,4 +1,4 @@
-"""Tests for KeyCondition, make_conditions, find_keyed_components and key_condition."""
+"""Tests for KeyCondition, make_conditions, and Protection.parts / Protection.applied."""
 from __future__ import annotations
 
 import pytest
@@ -6,11 +6,11 @@ import torch
 from mmengine.dataset import Compose
 from torch import nn
 
-from mmseg_keyprotect.engine import (KeyCondition, find_keyed_components, key_condition,
-                                     make_conditions)
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.models import ChannelPermutation
 from mmseg_keyprotect.transforms import BlockNegPos, BlockShuffle
+from mmseg_keyprotect.evaluation.conditions import KeyCondition, make_conditions
+from mmseg_keyprotect.protection import Protection
 
 
 class TinyDataset(torch.utils.data.Dataset):
@@ -76,7 +76,7 @@ def test_incorrect_key_equal_to_correct_is_refused(key):
 
 def test_find_keyed_components_walks_models_loaders_pipelines(key):
     model, loader, expected = make_targets(key)
-    found = find_keyed_components(model, loader, model)
+    found = Protection.of(model, loader, model).parts
     assert [id(c) for c in found] == [id(c) for c in expected]
 
 
@@ -85,13 +85,13 @@ def test_key_condition_switches_and_restores(key):
     wrong = SecretKey.generate()
     components[2].use_key(None)  # a non-default state must also come back
     before = [c.active_key for c in components]
-    with key_condition(KeyCondition.incorrect(wrong), model, loader) as switched:
+    with Protection.of(model, loader).applied(KeyCondition.incorrect(wrong)) as switched:
         assert len(switched) == 4
         assert all(c.active_key == wrong for c in components)
     assert [c.active_key for c in components] == before
-    with key_condition(KeyCondition.plain(), model, loader):
+    with Protection.of(model, loader).applied(KeyCondition.plain()):
         assert all(c.active_key is None for c in components)
-    with key_condition(KeyCondition.correct(), model, loader):
+    with Protection.of(model, loader).applied(KeyCondition.correct()):
         assert all(c.active_key == key for c in components)
     assert [c.active_key for c in components] == before
 
@@ -99,7 +99,7 @@ def test_key_condition_switches_and_restores(key):
 def test_key_condition_restores_after_an_exception(key):
     model, loader, components = make_targets(key)
     with pytest.raises(RuntimeError, match='boom'):
-        with key_condition(KeyCondition.plain(), model, loader):
+        with Protection.of(model, loader).applied(KeyCondition.plain()):
             raise RuntimeError('boom')
     assert all(c.active_key == key for c in components)
 
@@ -108,9 +108,9 @@ def test_permutation_output_follows_the_condition(key):
     perm = ChannelPermutation(8, key, 'p')
     x = torch.arange(8.).view(1, 8, 1, 1)
     correct = perm(x)
-    with key_condition(KeyCondition.plain(), perm):
+    with Protection.of(perm).applied(KeyCondition.plain()):
         torch.testing.assert_close(perm(x), x)
-    with key_condition(KeyCondition.incorrect(SecretKey.generate()), perm):
+    with Protection.of(perm).applied(KeyCondition.incorrect(SecretKey.generate())):
         assert not torch.equal(perm(x), correct)
     torch.testing.assert_close(perm(x), correct)
 
@@ -121,7 +121,7 @@ def _masks(cipher, keys):
 
 def test_incorrect_keys_derive_distinct_np_masks(key):
     """NP with 2x2x3 blocks has only C(12, 6) = 924 masks: byte-distinct keys collide."""
-    from mmseg_keyprotect.engine.conditions import draw_incorrect_keys
+    from mmseg_keyprotect.evaluation.conditions import draw_incorrect_keys
     negpos = BlockNegPos(block_size=2, key=key, num_channels=3)
     unchecked, rejected = draw_incorrect_keys(100, seed=0)
     assert rejected == 0
@@ -142,35 +142,33 @@ def test_incorrect_keys_derive_distinct_np_masks(key):
 
 
 def test_incorrect_keys_differ_for_every_component(key):
-    from mmseg_keyprotect.engine.conditions import derived_tables, draw_incorrect_keys
+    from mmseg_keyprotect.evaluation.conditions import draw_incorrect_keys
     from mmseg_keyprotect.transforms import BlockFFX
     components = [ChannelPermutation(3, key, 'point'),  # 3! = 6 orders
                   BlockFFX(block_size=2, key=key, num_channels=1, mode='paper')]
     keys, rejected = draw_incorrect_keys(5, seed=1, components=components)
     assert rejected > 0
     for component in components:
-        tables = [derived_tables(component, k) for k in [key] + keys]
+        tables = [component.derived_tables(k) for k in [key] + keys]
         assert len(set(tables)) == 6
     with pytest.raises(ValueError, match='too small'):
         draw_incorrect_keys(6, seed=1, components=components[:1])
 
 
 def test_ffx_tables_compared_include_the_lookup_only_in_keyed_mode(key, other_key):
-    from mmseg_keyprotect.engine.conditions import derived_tables
     from mmseg_keyprotect.transforms import BlockFFX
     paper = BlockFFX(block_size=1, key=key, num_channels=1, mode='paper')
     keyed = BlockFFX(block_size=1, key=key, num_channels=1)
     # one value per block, none selected (n // 2 == 0): paper mode derives nothing else
-    assert derived_tables(paper, key) == derived_tables(paper, other_key)
-    assert derived_tables(keyed, key) != derived_tables(keyed, other_key)
+    assert paper.derived_tables(key) == paper.derived_tables(other_key)
+    assert keyed.derived_tables(key) != keyed.derived_tables(other_key)
 
 
 def test_lazily_sized_permutation_is_compared_by_key_only(key):
-    from mmseg_keyprotect.engine.conditions import derived_tables
     lazy = ChannelPermutation(None, key, 'lazy')
-    assert derived_tables(lazy, key) is None
+    assert lazy.derived_tables(key) is None
     lazy(torch.zeros(1, 5, 2, 2))
-    assert derived_tables(lazy, key) is not None
+    assert lazy.derived_tables(key) is not None
 
 
 def test_make_conditions_with_components_rejects_the_correct_table(key):

@@ -17,10 +17,9 @@ from mmengine.config import Config
 from mmengine.runner import CheckpointLoader
 from mmseg.registry import RUNNERS
 
-from mmseg_keyprotect.attacks.stolen_files import (correlation_audit, rank_correlation,
-                                                   tensors_of)
+from mmseg_keyprotect.attacks.stolen_files import correlation_audit, rank_correlation, tensors_of
 from mmseg_keyprotect.engine.hooks import META_KEY, META_MAC_KEY, TREE_MARKER
-from mmseg_keyprotect.engine.protection import ProtectionMismatchError
+from mmseg_keyprotect.protection import ProtectionMismatchError
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.models.weight_encryption import MARKER, EncryptedWeightsError
 

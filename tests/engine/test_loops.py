@@ -12,11 +12,11 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from mmseg.registry import MODELS
 
-from mmseg_keyprotect.engine import (KeyCondition, KeyIndependentPrefix, find_keyed_components,
-                                     key_condition)
-from mmseg_keyprotect.engine import loops as loops_module
-from mmseg_keyprotect.engine.protection import describe_protection
+from mmseg_keyprotect.evaluation import strategies as strategies_module
 from mmseg_keyprotect.keys import SecretKey
+from mmseg_keyprotect.evaluation.conditions import KeyCondition
+from mmseg_keyprotect.evaluation.prefix_cache import KeyIndependentPrefix
+from mmseg_keyprotect.protection import Protection
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / 'configs' / 'demo' / 'fcn_r18-d8_baseline_demo.py'
@@ -87,7 +87,7 @@ def test_prefix_replay_gives_the_same_logits(points, monkeypatch):
     with torch.no_grad():
         fresh = []
         for cond in conditions:
-            with key_condition(cond, model):
+            with Protection.of(model).applied(cond):
                 fresh.append(model(x, mode='tensor'))
         prefix = KeyIndependentPrefix(model)
         backbone_calls = []
@@ -102,7 +102,7 @@ def test_prefix_replay_gives_the_same_logits(points, monkeypatch):
         monkeypatch.setattr(type(layer4), 'forward', counting_forward)
         shared = []
         for i, cond in enumerate(conditions):
-            with key_condition(cond, model), (prefix.record() if i == 0 else prefix.replay()):
+            with Protection.of(model).applied(cond), (prefix.record() if i == 0 else prefix.replay()):
                 shared.append(model(x, mode='tensor'))
     for a, b in zip(fresh, shared):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -138,7 +138,7 @@ def test_test_loop_reports_every_condition(tmp_path, data_root):
     assert table.startswith('| condition | aAcc | mIoU | mAcc | mIoU_per_image |')
     assert '| incorrect (mean ± std [min, max], 3 keys) |' in table
     # The conditions were switched during the loop and restored afterwards.
-    keyed = find_keyed_components(runner.model)
+    keyed = Protection.of(runner.model).parts
     assert keyed and all(c.key_condition == 'correct' for c in keyed)
     # Per-condition predictions really differ (an untrained model still reacts to the key).
     per = report['per_condition']
@@ -152,7 +152,7 @@ def test_single_pass_equals_one_pass_per_condition(tmp_path, data_root, protecti
                                                    monkeypatch):
     runner, fast = run_test(demo_cfg(tmp_path / 'fast', data_root, protection))
     assert runner.test_loop.prefix_fallback is None  # the prefix was replayed
-    monkeypatch.setattr(loops_module, '_ciphers_applicable_after_loading', lambda _: False)
+    monkeypatch.setattr(strategies_module, '_ciphers_applicable_after_loading', lambda _: False)
     _, slow = run_test(demo_cfg(tmp_path / 'slow', data_root, protection, share_prefix=False))
     assert fast == slow
     assert fast['correct/mIoU_per_image'] == slow['correct/mIoU_per_image']
@@ -183,14 +183,14 @@ def test_preprocessor_cipher_gives_the_pipeline_ciphers_metrics(tmp_path, data_r
     runner, pipeline = run_test(demo_cfg(tmp_path / 'pipeline', data_root, 'shf'))
     checkpoint = tmp_path / 'pipeline.pth'
     torch.save({'state_dict': runner.model.state_dict(), 'meta': {
-        'key_protection': describe_protection(runner.model, runner.test_dataloader)}},
+        'key_protection': Protection.of(runner.model, runner.test_dataloader).describe()}},
         checkpoint)
     cfg = demo_cfg(tmp_path / 'preproc', data_root, 'shf-preproc')
     cfg.load_from = str(checkpoint)
     runner, preproc = run_test(cfg)
     assert preproc == pipeline
     assert pipeline['correct/mIoU'] != pipeline['plain/mIoU']
-    keyed = find_keyed_components(runner.model)
+    keyed = Protection.of(runner.model).parts
     assert [type(c).__name__ for c in keyed] == ['BlockCipherSegDataPreProcessor']
     assert keyed[0].key_condition == 'correct'  # restored after the loop
     report = json.loads((Path(cfg.work_dir) / 'key_conditions.json').read_text())
@@ -203,13 +203,13 @@ def test_persistent_workers_see_every_condition(tmp_path, data_root, monkeypatch
     runner, fast = run_test(demo_cfg(tmp_path / 'fast', data_root, 'shf', num_workers=1,
                                      persistent=True))
     assert fast == reference
-    monkeypatch.setattr(loops_module, '_ciphers_applicable_after_loading', lambda _: False)
+    monkeypatch.setattr(strategies_module, '_ciphers_applicable_after_loading', lambda _: False)
     _, slow = run_test(demo_cfg(tmp_path / 'slow', data_root, 'shf', num_workers=1,
                                 persistent=True))
     assert slow == reference
     assert reference['correct/mIoU'] != reference['plain/mIoU']
     # After the loop, the pipeline is back to the correct key.
-    cipher = find_keyed_components(runner.test_dataloader)[0]
+    cipher = Protection.of(runner.test_dataloader).parts[0]
     assert cipher.key_condition == 'correct'
 
 
@@ -249,11 +249,11 @@ def test_prefix_survives_in_place_modification(in_place):
     with torch.no_grad():
         fresh = []
         for cond in conditions:
-            with key_condition(cond, model):
+            with Protection.of(model).applied(cond):
                 fresh.append(model(x, in_place))
         shared = []
         for i, cond in enumerate(conditions):
-            with key_condition(cond, model), (prefix.record() if i == 0 else prefix.replay()):
+            with Protection.of(model).applied(cond), (prefix.record() if i == 0 else prefix.replay()):
                 shared.append(model(x, in_place))
     for a, b in zip(fresh, shared):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from mmseg.evaluation.metrics import IoUMetric
 
-from mmseg_keyprotect.engine.metrics import intersect_and_union, use_fast_iou
+from mmseg_keyprotect.evaluation.metrics import intersect_and_union, use_fast_iou
 
 
 @pytest.mark.parametrize('num_classes', [1, 2, 6, 21, 150])
@@ -40,7 +40,7 @@ def _sample(pred, label):
 
 
 def test_per_image_miou_matches_a_hand_computation():
-    from mmseg_keyprotect.engine.metrics import PerImageIoUMetric
+    from mmseg_keyprotect.evaluation.metrics import PerImageIoUMetric
     metric = PerImageIoUMetric(ignore_index=255)
     metric.dataset_meta = {'classes': ('bg', 'a', 'b')}
     samples = [
@@ -71,7 +71,7 @@ def test_per_image_miou_is_registered_and_added_beside_iou_metric():
     from mmengine.evaluator import Evaluator
     from mmseg.registry import METRICS
 
-    from mmseg_keyprotect.engine.metrics import PerImageIoUMetric, add_per_image_miou
+    from mmseg_keyprotect.evaluation.metrics import PerImageIoUMetric, add_per_image_miou
     assert METRICS.get('PerImageIoUMetric') is PerImageIoUMetric
     evaluator = Evaluator([dict(type='IoUMetric', ignore_index=7)])
     evaluator.dataset_meta = {'classes': ('a', 'b')}

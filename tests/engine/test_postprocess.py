@@ -7,7 +7,7 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from mmseg_keyprotect.engine.postprocess import batched_postprocess
+from mmseg_keyprotect.evaluation.postprocess import batched_postprocess
 
 
 @pytest.fixture(scope='module')

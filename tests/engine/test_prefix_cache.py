@@ -7,9 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from mmseg_keyprotect.engine import KeyCondition, KeyIndependentPrefix, key_condition
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.models import ChannelPermutation
+from mmseg_keyprotect.evaluation.conditions import KeyCondition
+from mmseg_keyprotect.evaluation.prefix_cache import KeyIndependentPrefix
+from mmseg_keyprotect.protection import Protection
 
 
 class Toy(nn.Module):
@@ -39,7 +41,7 @@ def run_conditions(model, x, prefix=None):
         for i, cond in enumerate(CONDITIONS):
             share = contextlib.nullcontext() if prefix is None else (
                 prefix.record() if i == 0 else prefix.replay())
-            with key_condition(cond, model), share:
+            with Protection.of(model).applied(cond), share:
                 outputs.append(model(x))
     return outputs
 

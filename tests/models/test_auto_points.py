@@ -8,14 +8,11 @@ import torch
 from mmseg.registry import MODELS
 from torch import nn
 
-from mmseg_keyprotect.engine import KeyCondition, key_condition, make_conditions
-from mmseg_keyprotect.engine.protection import describe_protection
 from mmseg_keyprotect.models import auto_points
-from mmseg_keyprotect.models.auto_points import (HeadInfo, ModelTrace, ModuleCall,
-                                                 backbone_stage_points,
-                                                 classifier_input_points, resolve_points,
-                                                 trace_segmentor)
+from mmseg_keyprotect.models.auto_points import (HeadInfo, ModelTrace, ModuleCall, backbone_stage_points, classifier_input_points, resolve_points, trace_segmentor)
 from mmseg_keyprotect.models.points import POINTS_ATTR, PointSpec
+from mmseg_keyprotect.evaluation.conditions import KeyCondition, make_conditions
+from mmseg_keyprotect.protection import Protection
 
 BN = dict(type='BN')
 
@@ -117,7 +114,7 @@ def outputs_under_conditions(model, x):
     outs = []
     with torch.no_grad():
         for condition in (KeyCondition.correct(), KeyCondition.plain(), wrong):
-            with key_condition(condition, model):
+            with Protection.of(model).applied(condition):
                 outs.append(model(x, mode='tensor'))
     return outs
 
@@ -126,7 +123,7 @@ def test_auto_model_runs_under_conditions_and_is_described(key_file):
     model = MODELS.build(fcn_r18(key_file, 'auto')).eval()
     outs = outputs_under_conditions(model, torch.randn(1, 3, 64, 64))
     assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[0], outs[2])
-    points = [e['point'] for e in describe_protection(model) if e['type'] == 'PointPermutation']
+    points = [e['point'] for e in Protection.of(model).describe() if e['type'] == 'PointPermutation']
     assert sorted(points) == sorted(names(model))
 
 

@@ -14,14 +14,14 @@ from mmseg.models.data_preprocessor import SegDataPreProcessor
 from mmseg.registry import MODELS, TRANSFORMS
 from mmseg.structures import SegDataSample
 
-from mmseg_keyprotect.engine import (KeyCondition, KeyIndependentPrefix, find_keyed_components,
-                                     key_condition)
-from mmseg_keyprotect.engine.protection import (check_block_alignment, check_protection,
-                                                describe_protection)
+from mmseg_keyprotect.protection import check_protection
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.models import BatchedBlockCipher, BlockCipherSegDataPreProcessor
 from mmseg_keyprotect.models.batched_ciphers import hwc_to_chw_index
 from mmseg_keyprotect.transforms.blocks import gather_index
+from mmseg_keyprotect.evaluation.conditions import KeyCondition
+from mmseg_keyprotect.evaluation.prefix_cache import KeyIndependentPrefix
+from mmseg_keyprotect.protection import Protection
 from tests.engine.test_loops import DEMO_CONFIG
 
 CIPHERS = ['BlockShuffle', 'BlockNegPos', 'BlockFFX']
@@ -171,16 +171,16 @@ def test_key_conditions_switch_the_preprocessor(key, other_key):
     pre = preprocessor('BlockNegPos', key)
     model = torch.nn.Sequential()
     model.data_preprocessor = pre
-    assert find_keyed_components(model) == [pre]
+    assert Protection.of(model).parts == [pre]
     plain_ref = SegDataPreProcessor(**NORM)(batch(imgs))['inputs']
     wrong = TRANSFORMS.build(dict(type='BlockNegPos', block_size=4, key=other_key))
     wrong_ref = SegDataPreProcessor(**NORM)(
         batch([wrong.encrypt(i) for i in imgs]))['inputs']
     correct = pre(batch(imgs))['inputs']
-    with key_condition(KeyCondition.plain(), model):
+    with Protection.of(model).applied(KeyCondition.plain()):
         assert pre.key_condition == 'plain'
         assert torch.equal(pre(batch(imgs))['inputs'], plain_ref)
-    with key_condition(KeyCondition.incorrect(other_key), model):
+    with Protection.of(model).applied(KeyCondition.incorrect(other_key)):
         assert pre.key_condition == 'incorrect'
         assert torch.equal(pre(batch(imgs))['inputs'], wrong_ref)
     assert pre.key_condition == 'correct'
@@ -220,30 +220,30 @@ def test_descriptor_equals_the_pipeline_ciphers(key, other_key):
     pipeline = [TRANSFORMS.build(dict(type='BlockShuffle', block_size=4, key=key))]
     model = torch.nn.Sequential()
     model.data_preprocessor = preprocessor('BlockShuffle', key)
-    stored = describe_protection(pipeline)
-    assert describe_protection(model) == stored == [
+    stored = Protection.of(pipeline).describe()
+    assert Protection.of(model).describe() == stored == [
         {'block_size': 4, 'key': key.fingerprint, 'type': 'BlockShuffle'}]
-    check_protection(stored, describe_protection(model))
+    check_protection(stored, Protection.of(model).describe())
     for other in (preprocessor('BlockShuffle', other_key), preprocessor('BlockNegPos', key),
                   preprocessor('BlockShuffle', key, block_size=2)):
         model.data_preprocessor = other
         with pytest.raises(ValueError, match='trained with protection'):
-            check_protection(stored, describe_protection(model))
+            check_protection(stored, Protection.of(model).describe())
 
 
 def test_config_alignment_check_sees_the_preprocessor_cipher():
     cfg = Config.fromfile('configs/demo/fcn_r18-d8_shf-b2-preproc_demo.py')
-    check_block_alignment(cfg)
+    Protection.from_config(cfg).check_sizes()
     bad = copy.deepcopy(cfg)
     bad.train_dataloader.dataset.pipeline[3].crop_size = (63, 64)
     with pytest.raises(ValueError, match=r'train_dataloader.dataset.pipeline\[3\] RandomCrop '
                        r'crop_size=\(63, 64\) is not a multiple of model.data_preprocessor '
                        'cipher BlockShuffle block_size=2'):
-        check_block_alignment(bad)
+        Protection.from_config(bad).check_sizes()
     bad = copy.deepcopy(cfg)
     bad.model.data_preprocessor.test_cfg = dict(size_divisor=3)
     with pytest.raises(ValueError, match='test_cfg size_divisor=3'):
-        check_block_alignment(bad)
+        Protection.from_config(bad).check_sizes()
 
 
 def test_prefix_cache_does_not_replay_past_the_preprocessor(key, other_key):
@@ -263,11 +263,11 @@ def test_prefix_cache_does_not_replay_past_the_preprocessor(key, other_key):
     with torch.no_grad():
         fresh = []
         for condition in conditions:
-            with key_condition(condition, model):
+            with Protection.of(model).applied(condition):
                 fresh.append(model.test_step(copy.deepcopy(data))[0].seg_logits.data)
         for i, condition in enumerate(conditions):
             share = prefix.record() if i == 0 else prefix.replay()
-            with key_condition(condition, model), share:
+            with Protection.of(model).applied(condition), share:
                 logits = model.test_step(copy.deepcopy(data))[0].seg_logits.data
             assert torch.equal(logits, fresh[i])
     assert prefix.replayed_calls == 0

@@ -14,9 +14,8 @@ from mmseg.registry import MODELS
 from torch import nn
 
 from mmseg_keyprotect.keys import SecretKey, WeakKeyWarning
-from mmseg_keyprotect.models.weight_encryption import (FORMAT, MARKER, EncryptedWeightsError,
-                                                       attach_weight_encryption, describe_module,
-                                                       read_header, seal, sealed_state_dict)
+from mmseg_keyprotect.models.weight_encryption import (FORMAT, MARKER, EncryptedWeightsError, attach_weight_encryption, describe_module, read_header, seal, sealed_state_dict)
+from mmseg_keyprotect.protection import Protection
 
 _BACKBONE = dict(type='ResNetV1c', depth=18, base_channels=8, stem_channels=8,
                  out_indices=(3, ), strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4))
@@ -224,25 +223,23 @@ def test_seal_binds_path_dtype_and_shape(key):
 
 
 def test_descriptor_records_weight_encryption_and_detects_a_mismatch(key):
-    from mmseg_keyprotect.engine.protection import (ProtectionMismatchError, check_protection,
-                                                    describe_protection)
-    encrypted = describe_protection(segmentor(key))
+    from mmseg_keyprotect.protection import ProtectionMismatchError, check_protection
+    encrypted = Protection.of(segmentor(key)).describe()
     assert {'type': 'WeightEncryption', 'key': key.fingerprint} in encrypted
-    unencrypted = describe_protection(segmentor(key, encrypt=False))
+    unencrypted = Protection.of(segmentor(key, encrypt=False)).describe()
     assert all(e['type'] != 'WeightEncryption' for e in unencrypted)
     with pytest.raises(ProtectionMismatchError, match='WeightEncryption'):
         check_protection(encrypted, unencrypted)
 
 
-def test_disable_weight_decryption_in_a_config(key):
-    from mmseg_keyprotect.models.protected import disable_weight_decryption
+def test_load_weights_as_stored_in_a_config(key):
     cfg = dict(model=dict(type='KeyProtectedEncoderDecoder',
                           protection=dict(key=key, points=['a'], encrypt_weights=True)))
-    assert disable_weight_decryption(cfg) == ['model.protection']
+    assert Protection.from_config(cfg).load_weights_as_stored() == ['model.protection']
     assert cfg['model']['protection']['encrypt_weights'] is False
     only = dict(model=dict(type='KeyProtectedEncoderDecoder',
                            protection=dict(key=key, points=[], encrypt_weights=True)))
-    disable_weight_decryption(only)
+    Protection.from_config(only).load_weights_as_stored()
     assert only['model'] == dict(type='EncoderDecoder')
 
 

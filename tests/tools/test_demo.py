@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mmengine.runner.checkpoint import _load_checkpoint
+from mmengine.runner import CheckpointLoader
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ def test_demo_runs_from_a_fresh_output_directory(tmp_path):
     assert len(list(out.glob('conditions_*.png'))) == 2
     # the recommended model's checkpoint holds encrypted weights
     checkpoint = next((out / 'fcn_r18-d8_perm-m1to6-encw_demo').glob('best_mIoU_iter_*.pth'))
-    assert 'keyprotect_encryption' in _load_checkpoint(str(checkpoint))['state_dict']
+    assert 'keyprotect_encryption' in CheckpointLoader.load_checkpoint(str(checkpoint))['state_dict']
 
 
 def test_demo_selects_on_val_and_reports_on_a_disjoint_test_split(tmp_path):

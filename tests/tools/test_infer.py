@@ -14,8 +14,10 @@ from mmengine.config import Config
 from PIL import Image
 
 from mmseg_keyprotect.datasets.synthetic import PALETTE
-from mmseg_keyprotect.engine import KeyCondition, key_condition, make_conditions
+from mmseg_keyprotect.inference import ImageSpecError
 from mmseg_keyprotect.keys import SecretKey
+from mmseg_keyprotect.evaluation.conditions import KeyCondition, make_conditions
+from mmseg_keyprotect.protection import Protection
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / 'configs' / 'demo' / 'fcn_r18-d8_perm-m6_demo.py'
@@ -33,7 +35,7 @@ def trained(tmp_path_factory, tiny_run_overrides: Dict[str, Any]) -> Dict[str, A
     weights so that predictions vary over the image and depend on the permutation.
     """
     from mmengine.runner import Runner
-    from mmengine.runner.checkpoint import _load_checkpoint
+    from mmengine.runner import CheckpointLoader
     cwd = tmp_path_factory.mktemp('infer')
     key = SecretKey.generate()
     key.save(cwd / 'work_dirs' / 'demo' / 'owner.key')  # the path the config names
@@ -44,7 +46,7 @@ def trained(tmp_path_factory, tiny_run_overrides: Dict[str, Any]) -> Dict[str, A
         mp.chdir(cwd)
         Runner.from_cfg(cfg).train()
     checkpoint = cwd / 'train' / 'iter_2.pth'
-    state = _load_checkpoint(str(checkpoint), map_location='cpu')  # weights-only
+    state = CheckpointLoader.load_checkpoint(str(checkpoint), map_location='cpu')  # weights-only
     weight = state['state_dict']['decode_head.conv_seg.weight']
     weight.copy_(torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
     state['state_dict']['decode_head.conv_seg.bias'].zero_()
@@ -72,7 +74,7 @@ def reference(trained: Dict[str, Any], condition: KeyCondition) -> List[np.ndarr
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         model = init_model(cfg, trained['checkpoint'], device='cpu')
-    with key_condition(condition, model):
+    with Protection.of(model).applied(condition):
         return [inference_model(model, str(image)).pred_sem_seg.data[0].numpy()
                 for image in trained['images']]
 
@@ -171,8 +173,8 @@ def test_wrong_key_shows_both_fingerprints(trained, tmp_path, capsys):
 
 
 def test_checkpoint_without_protection_meta_warns_and_runs(trained, tmp_path, capsys):
-    from mmengine.runner.checkpoint import _load_checkpoint
-    checkpoint = _load_checkpoint(trained['checkpoint'], map_location='cpu')
+    from mmengine.runner import CheckpointLoader
+    checkpoint = CheckpointLoader.load_checkpoint(trained['checkpoint'], map_location='cpu')
     del checkpoint['meta']['key_protection']
     bare = tmp_path / 'bare.pth'
     torch.save(checkpoint, bare)
@@ -188,13 +190,13 @@ def test_images_from_directories_and_globs(tmp_path):
         (tmp_path / name).write_bytes(b'')
     assert infer.expand_images([str(tmp_path)]) == [tmp_path / 'a.png', tmp_path / 'b.jpg']
     assert infer.expand_images([str(tmp_path / '*.jpg')]) == [tmp_path / 'b.jpg']
-    with pytest.raises(infer.UserError, match='does not exist'):
+    with pytest.raises(ImageSpecError, match='does not exist'):
         infer.expand_images([str(tmp_path / 'missing.jpg')])
-    with pytest.raises(infer.UserError, match='matches no image'):
+    with pytest.raises(ImageSpecError, match='matches no image'):
         infer.expand_images([str(tmp_path / '*.bmp')])
     (tmp_path / 'sub').mkdir()
     shutil.copy(tmp_path / 'a.png', tmp_path / 'sub' / 'a.png')
-    with pytest.raises(infer.UserError, match='both be written as a.png'):
+    with pytest.raises(ImageSpecError, match='both be written as a.png'):
         infer.expand_images([str(tmp_path / 'a.png'), str(tmp_path / 'sub' / 'a.png')])
 
 
@@ -204,7 +206,7 @@ def test_encrypted_weights_correct_key_and_plain_without_key(tmp_path, tiny_run_
     holder's outputs are unchanged, and plain use without a key runs on the stored
     (encrypted) weights instead of failing."""
     from mmengine.runner import Runner
-    from mmengine.runner.checkpoint import _load_checkpoint
+    from mmengine.runner import CheckpointLoader
     config = tmp_path / 'encrypted.py'
     config.write_text(f"_base_ = ['{CONFIG}']\n"
                       "model = dict(protection=dict(encrypt_weights=True))\n")
@@ -215,7 +217,7 @@ def test_encrypted_weights_correct_key_and_plain_without_key(tmp_path, tiny_run_
     cfg.work_dir = str(tmp_path / 'train')
     Runner.from_cfg(cfg).train()
     checkpoint = tmp_path / 'train' / 'iter_2.pth'
-    assert 'keyprotect_encryption' in _load_checkpoint(str(checkpoint))['state_dict']
+    assert 'keyprotect_encryption' in CheckpointLoader.load_checkpoint(str(checkpoint))['state_dict']
     image = sorted((Path(tiny_run_overrides['test_dataloader.dataset.data_root']) /
                     'JPEGImages').glob('val_*.jpg'))[0]
     common = [str(image), '--config', str(config), '--checkpoint', str(checkpoint)]

@@ -19,7 +19,8 @@ from mmseg_keyprotect.sweep import FAMILIES, mmseg_config_dir
 TOOLS = mmseg_config_dir().parent / 'tools'
 
 CONFIG = """_base_ = ['mmseg::{family}/{config}']
-custom_imports = dict(imports=['mmseg_keyprotect'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmseg_keyprotect', 'mmseg_keyprotect.compat'],
+                      allow_failed_imports=False)
 model = dict(type='KeyProtectedEncoderDecoder', protection=dict(
     key=dict(file={key!r}), points='auto', encrypt_weights=True))
 custom_hooks = [dict(type='KeyProtectionHook'), dict(type='CheckpointSealHook')]

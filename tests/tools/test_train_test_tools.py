@@ -57,7 +57,7 @@ def test_dist_train_two_cpu_processes(tmp_path: Path, tiny_run_overrides: Dict[s
 def test_dist_train_with_the_preprocessor_cipher(tmp_path: Path,
                                                 tiny_run_overrides: Dict[str, Any]):
     """2 gloo ranks train with BlockCipherSegDataPreProcessor; the checkpoint records it."""
-    from mmengine.runner.checkpoint import _load_checkpoint  # the plugin's weights-only loader
+    from mmengine.runner import CheckpointLoader  # the plugin's weights-only loader (compat)
 
     from mmseg_keyprotect.keys import SecretKey
     key = SecretKey.generate()
@@ -72,6 +72,7 @@ def test_dist_train_with_the_preprocessor_cipher(tmp_path: Path,
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     assert 'GPU number: 2' in out and 'plain/mIoU' in out
-    meta = _load_checkpoint(str(work_dir / 'iter_2.pth'), map_location='cpu')['meta']
+    meta = CheckpointLoader.load_checkpoint(str(work_dir / 'iter_2.pth'),
+                                            map_location='cpu')['meta']
     assert meta['key_protection'] == [
         {'block_size': 2, 'key': key.fingerprint, 'type': 'BlockShuffle'}]

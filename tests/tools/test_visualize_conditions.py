@@ -1,7 +1,6 @@
-"""tools/visualize_conditions.py draws the condition grid for a protected model."""
+"""mmseg_keyprotect.visualization draws the condition grid for a protected model."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +8,9 @@ from mmengine.config import Config
 from PIL import Image
 
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / 'tools'))
+from mmseg_keyprotect import visualization
 
-import visualize_conditions  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_grid_is_written_for_a_protected_model(tmp_path, key_file, synthetic_voc):
@@ -20,7 +18,7 @@ def test_grid_is_written_for_a_protected_model(tmp_path, key_file, synthetic_voc
     cfg = Config.fromfile(str(REPO / 'configs' / 'demo' / 'fcn_r18-d8_perm-m6_demo.py'))
     cfg.model.protection.key = dict(file=str(key_file))
     cfg.test_dataloader.dataset.data_root = str(root)
-    out = visualize_conditions.draw(cfg, None, tmp_path / 'fig' / 'grid.png', num_samples=2)
+    out = visualization.draw_conditions(cfg, None, tmp_path / 'fig' / 'grid.png', num_samples=2)
     image = np.asarray(Image.open(out).convert('RGB'))
     assert image.shape[0] > 300 and image.shape[1] > 1000
     assert image.std() > 10  # not a blank canvas
@@ -28,5 +26,5 @@ def test_grid_is_written_for_a_protected_model(tmp_path, key_file, synthetic_voc
 
 def test_image_mean_iou():
     gt = np.array([[0, 0], [1, 255]])
-    assert visualize_conditions.image_mean_iou(gt, gt, 2) == 1.0
-    assert visualize_conditions.image_mean_iou(np.zeros_like(gt), gt, 2) == 0.5 * (2 / 3)
+    assert visualization.image_mean_iou(gt, gt, 2) == 1.0
+    assert visualization.image_mean_iou(np.zeros_like(gt), gt, 2) == 0.5 * (2 / 3)

@@ -99,7 +99,7 @@ class KeyIndependentPrefix:
         >>> prefix = KeyIndependentPrefix(model)  # doctest: +SKIP
         >>> with prefix.record():
         ...     first = model.test_step(batch)      # correct key
-        >>> with key_condition(plain, model), prefix.replay():
+        >>> with Protection.of(model).applied('plain'), prefix.replay():
         ...     second = model.test_step(batch)     # reuses the backbone
     """
 

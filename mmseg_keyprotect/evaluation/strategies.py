@@ -1,0 +1,227 @@
+"""Evaluation strategies: how one dataloader is evaluated under several key conditions.
+
+:class:`ConditionEvaluation` picks one of two strategies:
+
+* **single pass with replay**: each batch is loaded once and then evaluated per
+  condition, each condition with its own copy of the evaluator. Block ciphers
+  in the pipeline are switched to *plain* for loading, and each condition's
+  cipher is applied to the loaded (decoded, resized) images in the main
+  process; for permutations inside the model,
+  :class:`~.prefix_cache.KeyIndependentPrefix` computes the network up to the
+  first keyed point once per batch and replays it for the other conditions
+  (falling back, and logging why, when that prefix is not a pure function of
+  the batch);
+* **one pass per condition**: when a keyed transform is followed by anything
+  but packing (or is not a block cipher), each condition gets its own pass
+  over the data (same numbers, slower).
+
+Dataloader workers are restarted whenever the pipeline's condition changes,
+so persistent workers see it, and every key is restored afterwards. All key
+switching goes through :class:`~mmseg_keyprotect.protection.Protection`.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.logging import MMLogger, print_log
+from mmengine.runner.amp import autocast
+from torch.utils.data import DataLoader
+
+from ..keyed import KeyedComponent
+from ..protection import Protection, walk_containers
+from ..transforms.block_cipher import BlockCipher
+from .conditions import KeyCondition
+from .reports import as_float
+from .metrics import use_fast_iou
+from .postprocess import batched_postprocess
+from .prefix_cache import KeyIndependentPrefix
+
+__all__ = ['ConditionEvaluation', 'restart_workers']
+
+# Transforms that may follow a block cipher without touching ``results['img']``.
+_IMAGE_SAFE_AFTER_CIPHER = ('PackSegInputs', 'LoadAnnotations')
+
+
+def restart_workers(dataloader: DataLoader) -> None:
+    """Make the next ``iter(dataloader)`` start fresh workers with the current pipeline.
+
+    Persistent workers keep the copy of the pipeline they were started with;
+    shutting them down forces new ones that see the current key condition.
+    """
+    iterator = getattr(dataloader, '_iterator', None)
+    if iterator is not None and hasattr(iterator, '_shutdown_workers'):
+        iterator._shutdown_workers()
+    if iterator is not None:
+        dataloader._iterator = None
+
+
+def _pipelines_with_ciphers(dataloader: DataLoader) -> List[Any]:
+    """The pipelines (``Compose`` and the like) of the dataset that hold keyed transforms."""
+    found = []
+    for obj in walk_containers(dataloader):
+        transforms = getattr(obj, '__dict__', {}).get('transforms')
+        if isinstance(transforms, list) and any(isinstance(t, KeyedComponent)
+                                                for t in transforms):
+            found.append(obj)
+    return found
+
+
+def _ciphers_applicable_after_loading(dataloader: DataLoader) -> bool:
+    """True if every keyed transform is a block cipher followed only by packing."""
+    for pipeline in _pipelines_with_ciphers(dataloader):
+        transforms = pipeline.transforms
+        first = next(i for i, t in enumerate(transforms) if isinstance(t, KeyedComponent))
+        for t in transforms[first:]:
+            if isinstance(t, KeyedComponent):
+                if not isinstance(t, BlockCipher):
+                    return False
+            elif type(t).__name__ not in _IMAGE_SAFE_AFTER_CIPHER:
+                return False
+    return True
+
+
+def _encrypt_inputs(data_batch: Dict[str, Any], ciphers: Sequence[BlockCipher],
+                    condition: KeyCondition) -> Dict[str, Any]:
+    """Apply ``condition``'s ciphers to packed (C, H, W) inputs loaded in plain."""
+    inputs = []
+    for img in data_batch['inputs']:
+        array = img.numpy().transpose(1, 2, 0)
+        for cipher in ciphers:
+            key = condition.key_for(cipher)
+            if key is not None:
+                array = cipher.encrypt(array, key)
+        inputs.append(torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))))
+    return {**data_batch, 'inputs': inputs}
+
+
+@contextlib.contextmanager
+def _quiet_logger(enabled: bool) -> Iterator[None]:
+    """Silence INFO logs (the per-class table of each incorrect key) when ``enabled``."""
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    if enabled:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class ConditionEvaluation:
+    """Evaluate a model on a dataloader under several key conditions in one pass.
+
+    Args:
+        runner: the mmengine runner (for the model and the hooks).
+        dataloader: the dataloader.
+        evaluator: the evaluator; each condition gets a deep copy.
+        conditions: the conditions, in reporting order.
+        fp16: run under autocast.
+        share_prefix: reuse the key-independent part of the network across
+            conditions (for permutations inside the model).
+    """
+
+    def __init__(self, runner, dataloader: DataLoader, evaluator, conditions:
+                 Sequence[KeyCondition], fp16: bool = False, share_prefix: bool = True) -> None:
+        self.runner = runner
+        self.dataloader = dataloader
+        self.evaluator = evaluator
+        self.conditions = list(conditions)
+        self.fp16 = fp16
+        self.share_prefix = share_prefix
+        #: why the shared prefix was not used (None: it was, or it was not asked for)
+        self.prefix_fallback: Optional[str] = None
+
+    def run(self, stage: str) -> Dict[str, Dict[str, float]]:
+        """Evaluate; call the runner's ``{stage}`` iteration hooks for the first condition.
+
+        Returns:
+            dict: condition label -> metrics (plain floats).
+        """
+        model = self.runner.model
+        model.eval()
+        data_side = Protection.of(self.dataloader).parts
+        if len(self.conditions) > 1 and not data_side and not Protection.of(model).parts:
+            print_log('no keyed component in the model or its test data: every key condition '
+                      'is the unprotected model, so it is evaluated once', logger='current',
+                      level=logging.WARNING)
+            self.conditions = self.conditions[:1]
+        evaluators = [copy.deepcopy(self.evaluator) for _ in self.conditions]
+        if len(self.conditions) > 1:
+            use_fast_iou(m for e in evaluators for m in e.metrics)
+        try:
+            if not data_side or _ciphers_applicable_after_loading(self.dataloader):
+                self._single_pass(stage, model, evaluators, data_side)
+            else:
+                self._pass_per_condition(stage, model, evaluators, data_side)
+        finally:
+            if data_side:
+                restart_workers(self.dataloader)  # workers must see the restored keys
+        size = len(self.dataloader.dataset)
+        results = {}
+        for condition, evaluator in zip(self.conditions, evaluators):
+            with _quiet_logger(condition.kind == 'incorrect'):
+                metrics = evaluator.evaluate(size)
+            results[condition.label] = {k: as_float(v) for k, v in metrics.items()}
+        return results
+
+    def _step(self, model, data_batch: Dict[str, Any], stage: str) -> list:
+        with autocast(enabled=self.fp16):
+            return model.val_step(data_batch) if stage == 'val' else model.test_step(data_batch)
+
+    @torch.no_grad()
+    def _single_pass(self, stage: str, model, evaluators: list, data_side: list) -> None:
+        ciphers = [c for c in data_side if isinstance(c, BlockCipher)]
+        use_prefix = self.share_prefix and not data_side and len(self.conditions) > 1
+        batched = batched_postprocess(model) if len(self.conditions) > 1 \
+            else contextlib.nullcontext()
+        with Protection.of(data_side).applied('plain'), batched:
+            if data_side:
+                restart_workers(self.dataloader)
+            for idx, data_batch in enumerate(self.dataloader):
+                self.runner.call_hook(f'before_{stage}_iter', batch_idx=idx,
+                                      data_batch=data_batch)
+                prefix = KeyIndependentPrefix(model) if use_prefix else None
+                first_outputs = None
+                for i, condition in enumerate(self.conditions):
+                    batch = _encrypt_inputs(data_batch, ciphers, condition) if ciphers \
+                        else data_batch
+                    share = (prefix.record() if i == 0 else prefix.replay()) if prefix \
+                        else contextlib.nullcontext()
+                    with Protection.of(model).applied(condition), share:
+                        outputs = self._step(model, batch, stage)
+                    if i == 0 and prefix is not None and prefix.unsafe_reason is not None:
+                        self._fall_back(prefix.unsafe_reason)
+                        use_prefix, prefix = False, None
+                    evaluators[i].process(data_samples=outputs, data_batch=batch)
+                    if i == 0:
+                        first_outputs = [o.clone() for o in outputs] \
+                            if len(self.conditions) > 1 else outputs
+                self.runner.call_hook(f'after_{stage}_iter', batch_idx=idx,
+                                      data_batch=data_batch, outputs=first_outputs)
+
+    def _fall_back(self, reason: str) -> None:
+        """Stop sharing the prefix for the rest of the evaluation, and say why."""
+        self.prefix_fallback = reason
+        print_log(f'key conditions: not replaying the key-independent prefix ({reason}); '
+                  'falling back to one full forward pass per condition', logger='current',
+                  level=logging.WARNING)
+
+    @torch.no_grad()
+    def _pass_per_condition(self, stage: str, model, evaluators: list, data_side: list) -> None:
+        for i, condition in enumerate(self.conditions):
+            with Protection.of(model, data_side).applied(condition):
+                restart_workers(self.dataloader)
+                for idx, data_batch in enumerate(self.dataloader):
+                    if i == 0:
+                        self.runner.call_hook(f'before_{stage}_iter', batch_idx=idx,
+                                              data_batch=data_batch)
+                    outputs = self._step(model, data_batch, stage)
+                    evaluators[i].process(data_samples=outputs, data_batch=data_batch)
+                    if i == 0:
+                        self.runner.call_hook(f'after_{stage}_iter', batch_idx=idx,
+                                              data_batch=data_batch, outputs=outputs)

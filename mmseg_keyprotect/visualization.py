@@ -1,0 +1,100 @@
+"""A protected model's predictions under each key condition, as a figure (Fig. 6 of paper 2).
+
+One row per sample: the input as the model sees it under correct / plain / incorrect key,
+the ground truth, and the prediction under each condition, with per-image mIoU. The
+command line is ``tools/visualize_conditions.py``.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.dataset import pseudo_collate
+
+from .protection import Protection
+
+__all__ = ['draw_conditions', 'image_mean_iou', 'to_display', 'colorize']
+
+
+def image_mean_iou(pred: np.ndarray, gt: np.ndarray, num_classes: int,
+                   ignore_index: int = 255) -> float:
+    """mIoU of one prediction over the classes present in the prediction or ground truth."""
+    valid = gt != ignore_index
+    ious = []
+    for c in range(num_classes):
+        p, g = (pred == c) & valid, (gt == c) & valid
+        union = (p | g).sum()
+        if union:
+            ious.append((p & g).sum() / union)
+    return float(np.mean(ious)) if ious else float('nan')
+
+
+def to_display(inputs: torch.Tensor) -> np.ndarray:
+    """Packed (C, H, W) BGR input -> HxWx3 RGB uint8 for display (FFX floats rescaled)."""
+    img = inputs.float().numpy().transpose(1, 2, 0)
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    img = img[..., :3][..., ::-1]
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def colorize(label: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
+    lut = np.zeros((256, 3), np.uint8)
+    lut[:len(palette)] = np.asarray(palette, np.uint8)
+    return lut[label]
+
+
+def draw_conditions(cfg: Any, checkpoint: Optional[str], out: Path, num_samples: int = 4,
+                    seed: int = 0) -> Path:
+    """Predict ``num_samples`` test images under correct / plain / incorrect and save a grid.
+
+    The model is loaded with :func:`~mmseg_keyprotect.apis.init_protected_model`
+    (the config's key, checked against the checkpoint); the incorrect key is drawn
+    distinct from the correct one (``seed``).
+    """
+    import matplotlib.pyplot as plt
+    from mmseg.registry import DATASETS
+
+    from .apis import init_protected_model
+    model = init_protected_model(cfg, checkpoint, device='cpu')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        dataset = DATASETS.build(model.cfg.test_dataloader.dataset)
+    protection = Protection.of(model, dataset)
+    conditions, _ = protection.conditions(incorrect=1, seed=seed)
+    titles = ['correct key', 'plain', 'incorrect key']
+    palette = dataset.metainfo['palette']
+    num_classes = len(dataset.metainfo['classes'])
+    rows = min(num_samples, len(dataset))
+    fig, axes = plt.subplots(rows, 7, figsize=(14, 2.2 * rows), squeeze=False)
+    for row in range(rows):
+        gt = None
+        for col, (cond, title) in enumerate(zip(conditions, titles)):
+            with protection.applied(cond), torch.no_grad():
+                data = dataset[row]
+                pred = model.test_step(pseudo_collate([data]))[0]
+            gt = pred.gt_sem_seg.data[0].numpy()
+            label = pred.pred_sem_seg.data[0].numpy()
+            axes[row, col].imshow(to_display(data['inputs']))
+            axes[row, 4 + col].imshow(colorize(label, palette))
+            axes[row, 4 + col].set_xlabel(f'mIoU {image_mean_iou(label, gt, num_classes):.2f}')
+            if row == 0:
+                axes[row, col].set_title(f'input, {title}', fontsize=9)
+                axes[row, 4 + col].set_title(f'prediction, {title}', fontsize=9)
+        axes[row, 3].imshow(colorize(gt, palette))
+        if row == 0:
+            axes[row, 3].set_title('ground truth', fontsize=9)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(', '.join(sorted({type(c).__name__ for c in protection.parts}))
+                 or 'unprotected',
+                 fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -32,7 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List
 
-from mmseg_keyprotect.evaluation.reports import write_report
+from mmseg_keyprotect.engine.checkpoint import find_checkpoint
+from mmseg_keyprotect.evaluation.reports import models_table, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = [
@@ -92,13 +93,6 @@ def threads_per_job(jobs: int, cores: int) -> int:
     return max(1, cores // max(1, jobs))
 
 
-def best_checkpoint(work_dir: Path) -> Path:
-    best = sorted(work_dir.glob('best_mIoU_iter_*.pth'))
-    if not best:
-        raise SystemExit(f'no best checkpoint in {work_dir}')
-    return best[-1]
-
-
 def slug(config: str) -> str:
     return Path(config).stem
 
@@ -120,7 +114,7 @@ def train_and_test(name: str, config: str, out: Path, args: argparse.Namespace,
     start = time.time()
     run_streaming([sys.executable, 'tools/train.py', config, '--work-dir', str(work_dir),
                    '--cfg-options', *options], work_dir / 'train_stdout.log', PROGRESS, env, tag)
-    checkpoint = best_checkpoint(work_dir)
+    checkpoint = Path(find_checkpoint(work_dir, 'best'))
     say(f'[{name}] trained in {time.time() - start:.0f} s; testing {checkpoint.name} '
         f'(selected on val) on the test split under key conditions')
     test_opts = test_options(args.data_root) + [
@@ -138,33 +132,6 @@ def train_and_test(name: str, config: str, out: Path, args: argparse.Namespace,
         say(f'[{name}] figure: {figure}')
     say(f'[{name}] done in {time.time() - start:.0f} s')
     return report['summary']
-
-
-def _cell(summary: Dict, condition: str, metric: str) -> str:
-    if condition != 'incorrect':
-        return f'{summary[condition][metric]:.2f}'
-    inc = summary['incorrect']
-    return (f"{inc['mean'][metric]:.2f} ± {inc['std'][metric]:.2f} "
-            f"[{inc['min'][metric]:.2f}, {inc['max'][metric]:.2f}]")
-
-
-def results_table(results: Dict[str, Dict]) -> str:
-    """One row per model and metric: pooled mIoU (mmseg) and per-image mIoU (paper 2)."""
-    lines = ['| model | metric | correct | plain | incorrect (mean ± std [min, max]) |',
-             '|---|---|---:|---:|---:|']
-    metrics = (('mIoU', 'mIoU (pooled)'), ('mIoU_per_image', 'mIoU per image'))
-    for name, summary in results.items():
-        for metric, label in metrics:
-            if metric not in summary['correct']:
-                continue
-            correct = _cell(summary, 'correct', metric)
-            if 'incorrect' not in summary:  # unprotected: every condition is the same model
-                lines.append(f'| {name} | {label} | {correct} | {correct} (same model) | - |')
-                continue
-            lines.append(f"| {name} | {label} | {correct} | {_cell(summary, 'plain', metric)} | "
-                         f"{_cell(summary, 'incorrect', metric)} "
-                         f"({summary['incorrect']['num_keys']} keys) |")
-    return '\n'.join(lines)
 
 
 def machine() -> Dict:
@@ -223,7 +190,7 @@ def main(argv=None) -> None:
     elapsed = time.time() - start
     info.update(load_average_end=os.getloadavg(), seconds=round(elapsed), jobs=jobs,
                 threads_per_job=threads, seed=args.seed)
-    table = results_table(results)
+    table = models_table(results)
     write_report(out, 'results', {'run': info, 'models': results}, table)
     say(f'\nDemo results (synthetic dataset, test split, seed {args.seed}, {elapsed:.0f} s in '
         f'all on {info["cpu_count"]} cores, {jobs} jobs x {threads} thread(s); load average '

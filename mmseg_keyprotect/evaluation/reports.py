@@ -14,7 +14,7 @@ from typing import Any, Dict, Tuple, Union
 import numpy as np
 import torch
 
-__all__ = ['summarize', 'markdown_table', 'flatten', 'write_report', 'as_float']
+__all__ = ['summarize', 'markdown_table', 'flatten', 'write_report', 'as_float', 'models_table']
 
 
 def as_float(value: Any) -> Any:
@@ -108,3 +108,34 @@ def flatten(summary: Dict[str, Dict[str, Any]]) -> Dict[str, float]:
             for k, v in inc[stat].items():
                 flat[f'incorrect/{k}_{stat}'] = v
     return flat
+
+
+def _cell(summary: Dict[str, Any], condition: str, metric: str) -> str:
+    if condition != 'incorrect':
+        return f'{summary[condition][metric]:.2f}'
+    inc = summary['incorrect']
+    return (f"{inc['mean'][metric]:.2f} ± {inc['std'][metric]:.2f} "
+            f"[{inc['min'][metric]:.2f}, {inc['max'][metric]:.2f}]")
+
+
+def models_table(results: Dict[str, Dict[str, Any]]) -> str:
+    """Markdown: one row per model and metric, from each model's :func:`summarize` output.
+
+    Pooled mIoU (mmseg's ``IoUMetric``) and per-image mIoU (paper 2); a model without
+    incorrect keys (unprotected) shows its one result under correct and plain.
+    """
+    lines = ['| model | metric | correct | plain | incorrect (mean ± std [min, max]) |',
+             '|---|---|---:|---:|---:|']
+    metrics = (('mIoU', 'mIoU (pooled)'), ('mIoU_per_image', 'mIoU per image'))
+    for name, summary in results.items():
+        for metric, label in metrics:
+            if metric not in summary['correct']:
+                continue
+            correct = _cell(summary, 'correct', metric)
+            if 'incorrect' not in summary:  # unprotected: every condition is the same model
+                lines.append(f'| {name} | {label} | {correct} | {correct} (same model) | - |')
+                continue
+            lines.append(f"| {name} | {label} | {correct} | {_cell(summary, 'plain', metric)} | "
+                         f"{_cell(summary, 'incorrect', metric)} "
+                         f"({summary['incorrect']['num_keys']} keys) |")
+    return '\n'.join(lines)

@@ -59,9 +59,12 @@ def test_run_every_attack_then_report(stolen):
          '--cfg-options', *stolen['data']], cwd)
     assert len(out.read_text().splitlines()) == 5
     plot = cwd / 'attacks.png'
-    text = run([TOOL, 'report', out, '--budget', '2', '--plot', plot], cwd)
+    text = run([TOOL, 'report', out, '--budget', '2', '--plot', plot,
+                '--out', cwd / 'report' / 'attacks'], cwd)
     assert '| perm-m6 | 25% (2 images) |' in text
     assert plot.stat().st_size > 1000
+    assert (cwd / 'report' / 'attacks.md').read_text().strip() == text.strip()
+    assert len(json.loads((cwd / 'report' / 'attacks.json').read_text())['rows']) == 5
 
 
 def test_key_search_cli(stolen):
@@ -75,13 +78,12 @@ def test_key_search_cli(stolen):
 
 
 def test_report_conditions_table(tmp_path):
-    sys.path.insert(0, str(REPO / 'tools'))
-    import attack
+    from mmseg_keyprotect.attacks.report import conditions_table, read_references
     summary = dict(correct=dict(mIoU=80.0), plain=dict(mIoU=16.0),
                    incorrect=dict(mean=dict(mIoU=17.0), std=dict(mIoU=1.5), max=dict(mIoU=25.0),
                                   num_keys=100))
     path = tmp_path / 'key_conditions.json'
     path.write_text(json.dumps(dict(summary=summary)))
-    refs = attack._references([f'victim={path}'])
-    table = attack.conditions_table(refs, baseline=80.0)
+    refs = read_references([f'victim={path}'])
+    table = conditions_table(refs, baseline=80.0)
     assert '| victim | 80.00 | 16.00 | 20.0% | 17.00 ± 1.50, 25.00 (100 keys) |' in table

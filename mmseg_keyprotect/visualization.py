@@ -14,22 +14,10 @@ import numpy as np
 import torch
 from mmengine.dataset import pseudo_collate
 
+from .evaluation.metrics import image_miou
 from .protection import Protection
 
-__all__ = ['draw_conditions', 'image_mean_iou', 'to_display', 'colorize']
-
-
-def image_mean_iou(pred: np.ndarray, gt: np.ndarray, num_classes: int,
-                   ignore_index: int = 255) -> float:
-    """mIoU of one prediction over the classes present in the prediction or ground truth."""
-    valid = gt != ignore_index
-    ious = []
-    for c in range(num_classes):
-        p, g = (pred == c) & valid, (gt == c) & valid
-        union = (p | g).sum()
-        if union:
-            ious.append((p & g).sum() / union)
-    return float(np.mean(ious)) if ious else float('nan')
+__all__ = ['draw_conditions', 'to_display', 'colorize']
 
 
 def to_display(inputs: torch.Tensor) -> np.ndarray:
@@ -76,11 +64,12 @@ def draw_conditions(cfg: Any, checkpoint: Optional[str], out: Path, num_samples:
             with protection.applied(cond), torch.no_grad():
                 data = dataset[row]
                 pred = model.test_step(pseudo_collate([data]))[0]
+            miou = image_miou(pred.pred_sem_seg.data[0], pred.gt_sem_seg.data[0], num_classes)
             gt = pred.gt_sem_seg.data[0].numpy()
             label = pred.pred_sem_seg.data[0].numpy()
             axes[row, col].imshow(to_display(data['inputs']))
             axes[row, 4 + col].imshow(colorize(label, palette))
-            axes[row, 4 + col].set_xlabel(f'mIoU {image_mean_iou(label, gt, num_classes):.2f}')
+            axes[row, 4 + col].set_xlabel(f'mIoU {miou:.2f}')
             if row == 0:
                 axes[row, col].set_title(f'input, {title}', fontsize=9)
                 axes[row, 4 + col].set_title(f'prediction, {title}', fontsize=9)

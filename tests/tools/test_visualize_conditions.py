@@ -22,9 +22,3 @@ def test_grid_is_written_for_a_protected_model(tmp_path, key_file, synthetic_voc
     image = np.asarray(Image.open(out).convert('RGB'))
     assert image.shape[0] > 300 and image.shape[1] > 1000
     assert image.std() > 10  # not a blank canvas
-
-
-def test_image_mean_iou():
-    gt = np.array([[0, 0], [1, 255]])
-    assert visualization.image_mean_iou(gt, gt, 2) == 1.0
-    assert visualization.image_mean_iou(np.zeros_like(gt), gt, 2) == 0.5 * (2 / 3)

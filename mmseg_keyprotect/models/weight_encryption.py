@@ -76,7 +76,8 @@ __all__ = [
     'MARKER', 'FORMAT', 'EncryptedWeightsError', 'Descriptor', 'seal', 'open_sealed',
     'read_header', 'attach_weight_encryption', 'weight_encryption_key',
     'weight_encryption_fingerprint', 'seal_state_dict', 'sealed_state_dict', 'describe_module',
-    'is_sealed', 'mark_checkpoints_sealed', 'checkpoints_sealed', 'SealedGroup'
+    'is_sealed', 'mark_checkpoints_sealed', 'checkpoints_sealed', 'SealedGroup',
+    'release_seal_buffers'
 ]
 
 #: Entry that holds a sealed group's header (a ``uint8`` tensor of JSON).
@@ -306,6 +307,15 @@ class _BufferPool:
 
 
 _BUFFERS = _BufferPool(keep=4, min_bytes=1 << 20)
+
+
+def release_seal_buffers() -> None:
+    """Let go of the ciphertext buffers kept for the next seal (e.g. when a run is over).
+
+    They take about the size of the checkpoints last sealed; the next seal
+    makes new ones.
+    """
+    _BUFFERS.clear()
 
 
 def _seal_one(gcm: _GCM, index: int, tensor: Tensor, out: Tensor, aad: bytes) -> None:

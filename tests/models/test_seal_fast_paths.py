@@ -13,7 +13,8 @@ from mmseg_keyprotect.engine.hooks import TREE_MARKER, open_checkpoint, seal_che
 from mmseg_keyprotect.models import weight_encryption as we
 from mmseg_keyprotect.models.weight_encryption import (EncryptedWeightsError, SealedGroup,
                                                        describe_module, open_sealed, read_header,
-                                                       seal, sealed_state_dict)
+                                                       release_seal_buffers, seal,
+                                                       sealed_state_dict)
 
 from .test_weight_encryption import WEIGHT, assert_unchanged, segmentor, weights
 
@@ -62,6 +63,10 @@ def test_kept_buffers_are_reused_only_when_free(key):
     third, _ = seal(tensors, key, None, 'tree')
     assert third[0].data_ptr() == address  # free again: reused, not faulted in anew
     assert not same_bytes(third[0], snapshot)  # a new salt: new ciphertext
+    release_seal_buffers()
+    assert not we._BUFFERS._kept
+    fourth, _ = seal(tensors, key, None, 'tree')
+    assert fourth[0].data_ptr() != third[0].data_ptr()
 
 
 def test_model_load_decrypts_into_its_parameters_and_leaves_the_file_sealed(key, monkeypatch):

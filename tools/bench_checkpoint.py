@@ -5,6 +5,11 @@ time: the ``state_dict`` and the SGD optimizer state (a momentum buffer per para
 *Save* is building the checkpoint (sealing: AES-256-GCM over every tensor) and
 ``torch.save`` to a file; *load* is the safe loader, opening the seals and
 ``load_state_dict``. The variants are interleaved (plain, sealed, plain, ...).
+
+Sealing reuses the ciphertext buffers of the previous save once that checkpoint
+is gone (what every save of a run but the first does); the row *save, first of a
+run* forgets them before each save, so it pays for fresh memory as a run's first
+checkpoint does.
 """
 from __future__ import annotations
 
@@ -49,6 +54,7 @@ def bench_checkpoint(args: argparse.Namespace) -> None:
 
     import mmseg_keyprotect  # noqa: F401  (registers the protected segmentor)
     from mmseg_keyprotect.engine.hooks import open_checkpoint, seal_checkpoint
+    from mmseg_keyprotect.models import weight_encryption
     from mmseg_keyprotect.models.weight_encryption import (describe_module,
                                                            weight_encryption_key)
     from benchmark import interleaved_times, machine_line
@@ -75,19 +81,35 @@ def bench_checkpoint(args: argparse.Namespace) -> None:
         model.load_state_dict(checkpoint['state_dict'])
         optimizer.load_state_dict(checkpoint['optimizer'])
 
+    def save_first(name: str) -> None:
+        weight_encryption.release_seal_buffers()
+        save(name)
+
     fns = {f'{step} {name}': (lambda s=step, n=name: {'save': save, 'load': load}[s](n))
            for step in ('save', 'load') for name in variants}
+    fns['first plain'] = fns['save plain']
+    fns['first sealed'] = lambda: save_first('sealed')
+    load_before = os.getloadavg()
     times = interleaved_times(fns, args.repeats, warmup=1)
+    load_after = os.getloadavg()
     size = {name: (folder / f'{name}.pth').stat().st_size / 2**20 for name in variants}
     print(f'Machine: {machine_line()}; FCN-R50-D8 + SGD momentum, '
           f'{size["plain"]:.0f} MiB plain / {size["sealed"]:.0f} MiB sealed, '
-          f'median of {args.repeats}\n')
-    print('| step | plain (s) | sealed (s) | sealed / plain |')
+          f'median of {args.repeats} (min-max), load average (1/5/15 min) '
+          f'{"/".join(f"{v:.1f}" for v in load_before)} before, '
+          f'{"/".join(f"{v:.1f}" for v in load_after)} after\n')
+    print('| step | plain (s) | sealed (s) | sealed / plain (min-max of rounds) |')
     print('|---|---:|---:|---:|')
-    for step in ('save', 'load'):
-        plain = statistics.median(times[f'{step} plain'])
-        sealed = statistics.median(times[f'{step} sealed'])
-        print(f'| {step} | {plain:.2f} | {sealed:.2f} | {sealed / plain:.2f} |')
+    for step, label in (('save', 'save'), ('first', 'save, first of a run'), ('load', 'load')):
+        plain, sealed = times[f'{step} plain'], times[f'{step} sealed']
+        ratios = [b / a for a, b in zip(plain, sealed)]
+        print(f'| {label} | {_spread(plain)} | {_spread(sealed)} | '
+              f'{statistics.median(sealed) / statistics.median(plain):.2f} '
+              f'({min(ratios):.2f}-{max(ratios):.2f}) |')
     for file in folder.iterdir():
         file.unlink()
     folder.rmdir()
+
+
+def _spread(times: 'list[float]') -> str:
+    return f'{statistics.median(times):.2f} ({min(times):.2f}-{max(times):.2f})'

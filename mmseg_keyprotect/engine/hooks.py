@@ -57,8 +57,8 @@ from mmseg.registry import HOOKS
 from torch import Tensor, nn
 
 from ..keys import SecretKey
-from ..models.weight_encryption import (MARKER, EncryptedWeightsError, describe_module,
-                                        is_sealed, mark_checkpoints_sealed, open_sealed,
+from ..models.weight_encryption import (MARKER, EncryptedWeightsError, SealedGroup,
+                                        describe_module, is_sealed, mark_checkpoints_sealed,
                                         read_header, seal, seal_state_dict,
                                         weight_encryption_key)
 from ..protection import Protection, ProtectionMismatchError, check_protection
@@ -175,12 +175,16 @@ def open_checkpoint(checkpoint: Dict[str, Any], key: SecretKey,
                     descriptor: List[Dict[str, Any]]) -> None:
     """Open every tree group of ``checkpoint`` in place (model groups stay for the model).
 
-    Every group is checked before any is written back.
+    Each tensor is decrypted over its own ciphertext where only this process can
+    change that memory (otherwise into new memory), and checked as it is: if
+    any tag of any group fails, every group is encrypted back as it was
+    (:meth:`~mmseg_keyprotect.models.weight_encryption.SealedGroup.undo`) and
+    nothing is written back.
 
     Raises:
         EncryptedWeightsError: naming the entry and what failed.
     """
-    opened = []
+    groups = []
     for name, entry in checkpoint.items():
         if not isinstance(entry, dict) or TREE_MARKER not in entry:
             continue
@@ -190,8 +194,17 @@ def open_checkpoint(checkpoint: Dict[str, Any], key: SecretKey,
             raise EncryptedWeightsError(f'{where}: {TREE_MARKER!r} is not a tree header')
         covered = _model_group_paths(entry) | {(TREE_MARKER, )}
         tensors = {path: t for path, t in tensors_with_paths(_thaw(entry)) if path not in covered}
-        opened.append((entry, open_sealed(header, tensors, key, descriptor, where)))
-    for entry, tensors in opened:
+        # decrypted in place: the loaded ciphertext's memory becomes the plaintext's
+        groups.append((entry, SealedGroup(header, tensors, key, descriptor, where, into=tensors)))
+    opened: List[Tuple[Dict[str, Any], SealedGroup, Dict[TreePath, Tensor]]] = []
+    try:
+        for entry, group in groups:
+            opened.append((entry, group, group.open()))
+    except EncryptedWeightsError:
+        for _, group, _ in opened:
+            group.undo()
+        raise
+    for entry, _, tensors in opened:
         del entry[TREE_MARKER]
         for path, tensor in tensors.items():
             _put(entry, path, tensor)

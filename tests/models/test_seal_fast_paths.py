@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmseg_keyprotect.engine.hooks import TREE_MARKER, open_checkpoint, seal_checkpoint
-from mmseg_keyprotect.models import weight_encryption as we
+from mmseg_keyprotect.models import sealing as we
 from mmseg_keyprotect.models.weight_encryption import (EncryptedWeightsError, SealedGroup,
                                                        describe_module, open_sealed, read_header,
                                                        release_seal_buffers, seal,

@@ -7,11 +7,16 @@ from typing import Any, Dict
 
 import pytest
 from mmengine.registry import init_default_scope
+from mmengine.runner import CheckpointLoader
 
 import mmseg_keyprotect  # noqa: F401  (registers every component)
 import mmseg_keyprotect.compat  # noqa: F401  (tests load mmengine checkpoints by hand)
 from mmseg_keyprotect.datasets import make_synthetic_voc
+from mmseg_keyprotect.engine.checkpoint import safe_torch_load
 from mmseg_keyprotect.keys import SecretKey, WeakKeyWarning
+
+#: The key file the demo configs name, relative to the working directory.
+DEMO_KEY_PATH = Path('work_dirs') / 'demo' / 'owner.key'
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -46,11 +51,25 @@ def key_file(tmp_path: Path, key: SecretKey) -> Path:
     return key.save(tmp_path / 'owner.key')
 
 
+@pytest.fixture
+def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: SecretKey) -> Path:
+    """A temporary cwd with ``key`` at ``work_dirs/demo/owner.key`` (the demo configs' key file)."""
+    monkeypatch.chdir(tmp_path)
+    key.save(tmp_path / DEMO_KEY_PATH)
+    return tmp_path
+
+
 @pytest.fixture(scope='session')
 def synthetic_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny synthetic VOC-layout dataset (8 train / 4 val images, 64x64), made once."""
     return make_synthetic_voc(tmp_path_factory.mktemp('synthetic_voc'), num_train=8,
                               num_val=4, image_size=(64, 64), seed=0)
+
+
+@pytest.fixture(scope='module')
+def data_root(synthetic_voc: Path) -> str:
+    """``synthetic_voc`` as a string, as configs take it."""
+    return str(synthetic_voc)
 
 
 @pytest.fixture(scope='session')
@@ -72,3 +91,15 @@ def tiny_run_overrides(synthetic_voc: Path) -> Dict[str, Any]:
         overrides[f'{loader}.num_workers'] = 0
         overrides[f'{loader}.persistent_workers'] = False
     return overrides
+
+
+@pytest.fixture(params=['weights_only', 'restricted_unpickler'])
+def _load(request):
+    """Load through mmengine's local scheme, or through the torch < 2.5 path (forced).
+
+    Used by ``tests/unit/engine/test_checkpoint.py`` and ``tests/e2e/test_runner_checkpoints.py``.
+    """
+    if request.param == 'weights_only':
+        return lambda path: CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    return lambda path: safe_torch_load(str(path), 'cpu', str(path),
+                                        force_restricted_unpickler=True)

@@ -2,7 +2,7 @@
 
 The shared protocol lives in hand-written base files; this script writes the
 small children that differ only in the protection, and the files it writes are
-committed (``tests/configs/test_protocol_configs.py`` checks they are in sync):
+committed (``tests/unit/configs/test_protocol_configs.py`` checks they are in sync):
 
 * ``configs/block_encryption/fcn_r50-d8_{shf,np,ffx}-b{M}_100e_voc12-256x256.py``
   for M in 2..256 (paper 1 Table 1; paper 2 Table II for M <= 32). mmengine

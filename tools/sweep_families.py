@@ -43,7 +43,7 @@ then shrunk for a CPU ({size}x{size} inputs, batch 2, no pretrained weights, Syn
 trained model), and checked: the model builds; the correct key, plain and an incorrect key give three
 different outputs; gradients reach every permuted point (the `loss` of every head);
 `KeyConditionTestLoop` runs; the checkpoint (weights encrypted with the key) reloaded in a
-fresh process gives the same outputs. `tests/test_sweep.py` runs the sweep in CI and checks
+fresh process gives the same outputs. `tests/e2e/test_sweep.py` runs the sweep in CI and checks
 this table against it.
 
 Points: `backbone-stages` (every backbone output that feeds the neck or a head, placed at the

@@ -53,6 +53,7 @@ def bench_checkpoint(args: argparse.Namespace) -> None:
     from mmengine.runner import CheckpointLoader
 
     import mmseg_keyprotect  # noqa: F401  (registers the protected segmentor)
+    from mmseg_keyprotect.engine.checkpoint import install_safe_loaders
     from mmseg_keyprotect.engine.hooks import open_checkpoint, seal_checkpoint
     from mmseg_keyprotect.models import weight_encryption
     from mmseg_keyprotect.models.weight_encryption import (describe_module,
@@ -60,6 +61,7 @@ def bench_checkpoint(args: argparse.Namespace) -> None:
     from benchmark import interleaved_times, machine_line
 
     init_default_scope('mmseg')
+    install_safe_loaders()  # as a protected run's loads go (KeyProtectedRunner, compat)
     variants: Dict[str, Any] = {name: _fcn_r50(name == 'sealed') for name in ('plain', 'sealed')}
     folder = Path(tempfile.mkdtemp(prefix='bench_ckpt_'))
 

@@ -1,7 +1,9 @@
 """Test a checkpoint with mmseg's own ``tools/test.py``, with mmseg-keyprotect loaded.
 
-A thin wrapper: it imports the plugin (registering its components and the
-weights-only checkpoint loader) and runs the ``tools/test.py`` shipped inside
+A thin wrapper: it imports the plugin (registering its components) and its
+opt-in fixes (:mod:`mmseg_keyprotect.compat`: the weights-only checkpoint loaders and
+the CPU-only launcher, so any config, also one without the plugin's runner, loads
+checkpoints safely on torch >= 2.6), and runs the ``tools/test.py`` shipped inside
 the installed mmsegmentation package with the same arguments, so every flag
 of mmseg's tool works (``--work-dir``, ``--out``, ``--show-dir``, ``--tta``,
 ``--cfg-options``, ``--launcher``).
@@ -10,7 +12,8 @@ Example::
 
     python tools/test.py configs/demo/fcn_r18-d8_baseline_demo.py CHECKPOINT
 """
-import mmseg_keyprotect  # noqa: F401  (registers components and the checkpoint loader)
+import mmseg_keyprotect  # noqa: F401  (registers components)
+import mmseg_keyprotect.compat  # noqa: F401  (weights-only loaders, CPU-only launcher)
 from mmseg_keyprotect.mmseg_tools import run_mmseg_tool
 
 if __name__ == '__main__':

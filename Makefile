@@ -1,6 +1,7 @@
 # mmseg-keyprotect: the commands people type.
 #   make install   build .venv from nothing (torch, mmcv with ops from a cached wheel, the plugin)
 #   make test      run the test suite (installs first if needed)
+#   make test-unit only tests/unit (no Runner, no tool runs; about 2 minutes on 2 cores)
 #   make demo      generate the synthetic dataset, train and evaluate under key conditions
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -16,7 +17,7 @@ WHEEL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mmseg-keyprotect/wheels
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo benchmark sweep clean
+.PHONY: install test test-unit test-all demo benchmark sweep clean
 
 install: $(STAMP)
 
@@ -31,6 +32,9 @@ $(STAMP): setup.py
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 test-all: install
 	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)

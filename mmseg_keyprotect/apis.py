@@ -154,8 +154,12 @@ def _condition(protection: Protection, condition: Union[str, KeyCondition],
 
 
 def _prepared(config: ConfigLike, checkpoint: Optional[str], key: KeyLike, condition: Any,
-              cfg_options: Optional[Mapping[str, Any]]) -> 'tuple[Config, Optional[str]]':
-    """The config with its keys in place, and a warning (or None); checks the key first."""
+              cfg_options: Optional[Mapping[str, Any]]) -> Config:
+    """The config with its keys in place; checks the key against the checkpoint first.
+
+    A checkpoint that records no protection gives a ``UserWarning`` (the key cannot be
+    checked).
+    """
     kind = condition.kind if isinstance(condition, KeyCondition) else condition
     if kind not in CONDITIONS:
         raise ValueError(f'condition must be one of {CONDITIONS}, got {condition!r}')
@@ -164,9 +168,11 @@ def _prepared(config: ConfigLike, checkpoint: Optional[str], key: KeyLike, condi
     cfg = load_config(config, cfg_options)
     keys = prepare_keys(cfg, kind, key)
     note = check_checkpoint_key(checkpoint, keys) if checkpoint and kind == 'correct' else None
+    if note:
+        warnings.warn(note)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     install_safe_loaders()
-    return cfg, note
+    return cfg
 
 
 def init_protected_model(config: ConfigLike, checkpoint: Optional[str] = None,
@@ -194,9 +200,7 @@ def init_protected_model(config: ConfigLike, checkpoint: Optional[str] = None,
             anything is built.
     """
     from mmseg.apis import init_model
-    cfg, note = _prepared(config, checkpoint, key, condition, cfg_options)
-    if note:
-        warnings.warn(note)
+    cfg = _prepared(config, checkpoint, key, condition, cfg_options)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)
         model = init_model(cfg, checkpoint, device=device)
@@ -217,9 +221,7 @@ def protected_inferencer(config: ConfigLike, checkpoint: str, key: KeyLike = Non
         mmseg.apis.MMSegInferencer
     """
     from mmseg.apis import MMSegInferencer
-    cfg, note = _prepared(config, checkpoint, key, condition, cfg_options)
-    if note:
-        warnings.warn(note)
+    cfg = _prepared(config, checkpoint, key, condition, cfg_options)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         inferencer = MMSegInferencer(model=cfg, weights=checkpoint, device=device)
@@ -250,12 +252,8 @@ def evaluate_key_conditions(config: ConfigLike, checkpoint: Optional[str], work_
         dict: the JSON report (``summary``, ``per_condition``, ``protection`` ...)
         plus ``metrics`` (the flat metrics the loop returned).
     """
-    import json
-
     from .engine.runner import KeyProtectedRunner
-    cfg, note = _prepared(config, checkpoint, key, 'correct', cfg_options)
-    if note:
-        warnings.warn(note)
+    cfg = _prepared(config, checkpoint, key, 'correct', cfg_options)
     loop = {k: v for k, v in dict(cfg.get('test_cfg') or {}).items() if k != 'type'}
     loop.update(type='KeyConditionTestLoop', incorrect=incorrect, seed=seed, **loop_options)
     cfg.test_cfg = loop
@@ -263,7 +261,4 @@ def evaluate_key_conditions(config: ConfigLike, checkpoint: Optional[str], work_
     cfg.work_dir = str(work_dir)
     runner = KeyProtectedRunner.from_cfg(cfg)
     metrics = runner.test()
-    name = loop.get('out_name', 'key_conditions')
-    report = json.loads((Path(work_dir) / f'{name}.json').read_text())
-    report['metrics'] = {k: float(v) for k, v in metrics.items()}
-    return report
+    return dict(runner.test_loop.report, metrics={k: float(v) for k, v in metrics.items()})

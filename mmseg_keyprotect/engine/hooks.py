@@ -59,8 +59,8 @@ from torch import Tensor, nn
 from ..keys import SecretKey
 from ..models.weight_encryption import (MARKER, EncryptedWeightsError, SealedGroup,
                                         describe_module, is_sealed, mark_checkpoints_sealed,
-                                        read_header, seal, seal_state_dict,
-                                        weight_encryption_key)
+                                        plaintext_weights_allowed, read_header, seal,
+                                        seal_state_dict, weight_encryption_key)
 from ..protection import Protection, ProtectionMismatchError, check_protection
 from .checkpoint import install_safe_loaders
 
@@ -252,7 +252,7 @@ class KeyProtectionHook(Hook):
         key = weight_encryption_key(model)
         stored = (checkpoint.get('meta') or {}).get(META_KEY)
         if key is not None:
-            _authenticate(checkpoint, stored, key, _allows_plaintext(model))
+            _authenticate(checkpoint, stored, key, plaintext_weights_allowed(model))
         current = _current(runner)
         if stored is None:
             if current:
@@ -270,11 +270,6 @@ class KeyProtectionHook(Hook):
                       level=logging.WARNING)
         if key is not None:
             open_checkpoint(checkpoint, key, stored)
-
-
-def _allows_plaintext(model: nn.Module) -> bool:
-    hook = getattr(model, '_keyprotect_weight_encryption', None)
-    return bool(hook is not None and hook.allow_plaintext)
 
 
 def _authenticate(checkpoint: Mapping[str, Any], stored: Optional[List[Dict[str, Any]]],
@@ -321,7 +316,9 @@ class CheckpointSealHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: Dict[str, Any]) -> None:
         """With ``encrypt_weights``: the descriptor's HMAC in ``meta``; seal every tensor."""
         meta = checkpoint.setdefault('meta', {})
-        descriptor = meta.setdefault(META_KEY, _current(runner))
+        if META_KEY not in meta:  # KeyProtectionHook (VERY_HIGH) usually stored it already
+            meta[META_KEY] = _current(runner)
+        descriptor = meta[META_KEY]
         model = _model(runner)
         key = weight_encryption_key(model)
         if key is not None:

@@ -131,13 +131,14 @@ class KeyConditionTestLoop(TestLoop):
         super().__init__(runner, dataloader, evaluator, fp16)
         register_protection_hook(runner)
         self.keys = _IncorrectKeys(correct, plain, incorrect, seed)
-        self.seed = seed
         self.share_prefix = share_prefix
         self.out_name = out_name
         if per_image:
             add_per_image_miou(self.evaluator)
         self.summary: Optional[Dict[str, Dict[str, Any]]] = None
         self.prefix_fallback: Optional[str] = None
+        #: the last report (what ``key_conditions.json`` holds), on every rank
+        self.report: Optional[Dict[str, Any]] = None
 
     def run(self) -> dict:
         """Evaluate every condition, report, and return the flat metrics."""
@@ -151,19 +152,21 @@ class KeyConditionTestLoop(TestLoop):
         self.summary = summarize(results)
         table = markdown_table(self.summary)
         print_log(f'Key conditions:\n{table}', logger='current')
+        self.report = self._report(results)
         if is_main_process():
-            self._write_reports(results, table)
+            json_path, _ = write_report(self.runner.work_dir, self.out_name, self.report, table)
+            print_log(f'Key-condition results written to {json_path}', logger='current')
         metrics = flatten(self.summary)
         self.runner.call_hook('after_test_epoch', metrics=metrics)
         self.runner.call_hook('after_test')
         return metrics
 
-    def _write_reports(self, results: Dict[str, Dict[str, float]], table: str) -> None:
-        report = {
+    def _report(self, results: Dict[str, Dict[str, float]]) -> Dict[str, Any]:
+        return {
             # the same non-secret descriptor KeyProtectionHook stores in checkpoints
             'protection': Protection.of(self.runner.model, self.dataloader).describe(),
             'dataset_size': len(self.dataloader.dataset),
-            'incorrect_seed': self.seed,
+            'incorrect_seed': self.keys.seed,
             # incorrect keys drawn and thrown away: their tables equalled the correct
             # key's or an earlier incorrect key's (conditions.draw_incorrect_keys)
             'incorrect_rejected_duplicates': self.keys.rejected,
@@ -171,8 +174,6 @@ class KeyConditionTestLoop(TestLoop):
             'summary': self.summary,
             'per_condition': results,
         }
-        json_path, _ = write_report(self.runner.work_dir, self.out_name, report, table)
-        print_log(f'Key-condition results written to {json_path}', logger='current')
 
 
 @LOOPS.register_module()

@@ -39,7 +39,7 @@ from .sealing import (FORMAT, MARKER, Descriptor, EncryptedWeightsError, SealedG
 __all__ = [
     'MARKER', 'FORMAT', 'EncryptedWeightsError', 'Descriptor', 'seal', 'open_sealed',
     'read_header', 'attach_weight_encryption', 'weight_encryption_key',
-    'weight_encryption_fingerprint', 'seal_state_dict', 'sealed_state_dict', 'describe_module',
+    'plaintext_weights_allowed', 'seal_state_dict', 'sealed_state_dict', 'describe_module',
     'is_sealed', 'mark_checkpoints_sealed', 'checkpoints_sealed', 'SealedGroup',
     'release_seal_buffers'
 ]
@@ -180,10 +180,11 @@ def weight_encryption_key(module: nn.Module) -> Optional[SecretKey]:
     return None if hook is None else hook.key
 
 
-def weight_encryption_fingerprint(module: nn.Module) -> Optional[str]:
-    """The fingerprint of the key ``module``'s weights are encrypted with, or None."""
-    key = weight_encryption_key(module)
-    return None if key is None else key.fingerprint
+def plaintext_weights_allowed(module: nn.Module) -> bool:
+    """Whether ``module`` encrypts its weights and may still load plaintext ones
+    (``protection.allow_plaintext_weights=True``)."""
+    hook = getattr(module, _ATTR, None)
+    return bool(hook is not None and hook.allow_plaintext)
 
 
 def seal_state_dict(state_dict: Dict[str, Any], key: SecretKey, descriptor: Descriptor,

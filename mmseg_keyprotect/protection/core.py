@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple, Unio
 from ..evaluation.conditions import KeyCondition, condition_list, draw_incorrect_keys
 from ..keyed import KeyedComponent
 from ..keys import SecretKey
-from .descriptor import Descriptor, check_protection, format_protection
+from .descriptor import Descriptor, format_protection
 from .keyed_types import (PipelineStep, ProtectedSegmentor, RemovedProtection, config_pipelines,
                           keyed_role, strip_protection)
 from .parts import find_keyed_parts
@@ -110,9 +110,6 @@ class Protection:
     def parts(self) -> List[KeyedComponent]:
         """Every keyed part of the targets (found afresh, so a rebuilt loader counts)."""
         return find_keyed_parts(*self.targets)
-
-    def __bool__(self) -> bool:
-        return bool(self.parts) or (self.cfg is not None and bool(self._config_nodes()))
 
     def describe(self) -> Descriptor:
         """The non-secret descriptor: one entry per distinct part, sorted.
@@ -185,10 +182,6 @@ class Protection:
         """
         keys, rejected = self.incorrect_keys(incorrect, seed)
         return condition_list(correct, plain, keys), rejected
-
-    def check_stored(self, stored: Descriptor, what: str = 'checkpoint') -> None:
-        """Raise :class:`ProtectionMismatchError` unless ``stored`` equals :meth:`describe`."""
-        check_protection(stored, self.describe(), what)
 
     # ------------------------------------------------------------------ config side
     def _require_cfg(self, what: str) -> Mapping[str, Any]:

@@ -59,8 +59,8 @@ NUM_GPUS = 8
 
 
 def _tool(name: str) -> ModuleType:
-    """Import ``tools/{name}.py`` as a module."""
-    spec = importlib.util.spec_from_file_location(name, REPO / 'tools' / f'{name}.py')
+    """Import ``tools/dev/{name}.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / 'tools' / 'dev' / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

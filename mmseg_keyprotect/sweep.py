@@ -317,10 +317,11 @@ def calibrate_norms(model: nn.Module, inputs: Tensor) -> None:
 
 def _check_gradients(model: nn.Module, size: int) -> None:
     """Backward through ``loss`` of every head; each permutation's output gets a gradient."""
-    from .models.points import POINTS_ATTR
+    from .protection import Protection
+    permutations = Protection.of(model).permutations
     captured: Dict[str, Tensor] = {}
     handles = []
-    for perm in getattr(model, POINTS_ATTR):
+    for perm in permutations:
         def keep(module: nn.Module, args: Any, output: Tensor, name: str = perm.purpose) -> None:
             output.retain_grad()
             captured[name] = output
@@ -335,7 +336,7 @@ def _check_gradients(model: nn.Module, size: int) -> None:
             handle.remove()
         model.eval()
         model.zero_grad(set_to_none=True)
-    missing = [name for name in (p.purpose for p in getattr(model, POINTS_ATTR))
+    missing = [name for name in (p.purpose for p in permutations)
                if name not in captured or captured[name].grad is None
                or not captured[name].grad.abs().sum() > 0]
     if missing:
@@ -387,7 +388,6 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
     from mmseg.registry import MODELS
 
     from .protection import Protection
-    from .models.points import POINTS_ATTR
     from .models.weight_encryption import mark_checkpoints_sealed, sealed_state_dict
 
     entry = FAMILIES.get(family)
@@ -414,8 +414,8 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
         # the sweep writes no training checkpoint (only the sealed state_dict below), so
         # the calibration and gradient passes may call loss() without a CheckpointSealHook
         mark_checkpoints_sealed(model)
-        result.points = [p.purpose for p in getattr(model, POINTS_ATTR)]
-        if not any(e['type'] == 'WeightEncryption' for e in Protection.of(model).describe()):
+        result.points = Protection.of(model).points
+        if Protection.of(model).weight_encryption is None:
             raise AssertionError('the built model does not encrypt its weights')
         stage = 'conditions'
         inputs = _inputs(size)

@@ -34,11 +34,10 @@ from mmengine.registry import init_default_scope
 from torch import nn
 
 from .engine.checkpoint import install_safe_loaders
-from .evaluation.conditions import KeyCondition
 from .key_sources import (COMPONENT_FIELDS, is_key_source, replace_key_sources,
                           resolve_key_sources)
 from .keys import KeySpec, SecretKey
-from .protection import Protection, check_key_fingerprints
+from .protection import KeyCondition, Protection, check_key_fingerprints
 
 __all__ = ['KeySetupError', 'CONDITIONS', 'load_config', 'prepare_keys', 'check_checkpoint_key',
            'init_protected_model', 'protected_inferencer', 'evaluate_key_conditions',

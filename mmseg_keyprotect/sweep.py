@@ -281,7 +281,7 @@ def predict_logits(model: nn.Module, inputs: Tensor) -> Tensor:
 
 
 def _outputs_under_conditions(model: nn.Module, inputs: Tensor) -> List[Tensor]:
-    from .evaluation.conditions import KeyCondition, make_conditions
+    from .protection import KeyCondition, make_conditions
     from .protection import Protection
     conditions = [KeyCondition.correct(), KeyCondition.plain(),
                   make_conditions(correct=False, plain=False, incorrect=1, seed=0)[0]]

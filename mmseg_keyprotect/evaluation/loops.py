@@ -21,7 +21,7 @@ evaluator:
 
 Incorrect keys are drawn so that the tables they derive (permutation, mask,
 lookup) differ from the correct key's and from each other
-(:func:`~mmseg_keyprotect.evaluation.conditions.draw_incorrect_keys`); the JSON
+(:func:`~mmseg_keyprotect.protection.conditions.draw_incorrect_keys`); the JSON
 report counts the rejected duplicates. An evaluator with mmseg's pooled
 ``IoUMetric`` also gets paper 2's per-image mean IoU
 (:class:`~mmseg_keyprotect.evaluation.metrics.PerImageIoUMetric`, ``mIoU_per_image``).
@@ -43,8 +43,7 @@ from mmseg.registry import LOOPS
 from torch.utils.data import DataLoader
 
 from ..engine.hooks import register_protection_hook
-from ..protection import Protection
-from .conditions import KeyCondition
+from ..protection import KeyCondition, Protection
 from .metrics import add_per_image_miou
 from .reports import flatten, markdown_table, summarize, write_report
 from .strategies import ConditionEvaluation

@@ -31,8 +31,7 @@ from mmengine.logging import MMLogger, print_log
 from mmengine.runner.amp import autocast
 from torch.utils.data import DataLoader
 
-from ..protection import Protection
-from .conditions import KeyCondition
+from ..protection import KeyCondition, Protection
 from .reports import as_float
 from .metrics import use_fast_iou
 from .postprocess import batched_postprocess

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..evaluation.conditions import KeyCondition, condition_list, draw_incorrect_keys
+from .conditions import KeyCondition, condition_list, draw_incorrect_keys
 from ..keyed import FeaturePermutation, ImageCipher, KeyedComponent, KeyedWeights
 from ..keys import SecretKey
 from .descriptor import Descriptor, format_protection
@@ -280,7 +280,7 @@ class Protection:
     def incorrect_keys(self, num: int, seed: int = 0) -> Tuple[List[SecretKey], int]:
         """``num`` incorrect keys whose derived tables differ from the correct key's and
         each other's, and how many drawn duplicates were rejected
-        (:func:`~mmseg_keyprotect.evaluation.conditions.draw_incorrect_keys`)."""
+        (:func:`~mmseg_keyprotect.protection.conditions.draw_incorrect_keys`)."""
         return draw_incorrect_keys(num, seed, self.parts)
 
     def conditions(self, correct: bool = True, plain: bool = True, incorrect: int = 0,

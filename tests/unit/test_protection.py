@@ -5,7 +5,7 @@ import pytest
 from mmengine.config import Config
 from mmengine.dataset import Compose
 
-from mmseg_keyprotect.evaluation.conditions import KeyCondition
+from mmseg_keyprotect.protection.conditions import KeyCondition
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.models import BlockCipherSegDataPreProcessor
 from mmseg_keyprotect.protection import (KEYED_TYPES, PipelineStep, Protection,

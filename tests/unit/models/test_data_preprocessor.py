@@ -19,7 +19,7 @@ from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.models import BatchedBlockCipher, BlockCipherSegDataPreProcessor
 from mmseg_keyprotect.models.batched_ciphers import hwc_to_chw_index
 from mmseg_keyprotect.transforms.blocks import gather_index
-from mmseg_keyprotect.evaluation.conditions import KeyCondition
+from mmseg_keyprotect.protection.conditions import KeyCondition
 from mmseg_keyprotect.evaluation.prefix_cache import KeyIndependentPrefix
 from mmseg_keyprotect.protection import Protection
 from tests.unit.evaluation.test_prefix_cache import DEMO_CONFIG

@@ -34,8 +34,7 @@ EXEMPT = {
 CROSS_CUTTING = {
     'test_bad_input_matrix.py', 'test_determinism.py', 'test_import_side_effects.py',
     'test_layout.py', 'test_no_key_leaks.py', 'test_package_boundaries.py',
-    'test_private_imports.py', 'test_registry.py',
-    'test_secrecy.py',
+    'test_private_imports.py', 'test_registry.py', 'test_secrecy.py',
     'configs/test_attack_configs.py', 'configs/test_feature_permutation_configs.py',
     'configs/test_protocol_configs.py', 'configs/test_two_line_protection.py',
 }

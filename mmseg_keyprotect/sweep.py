@@ -37,12 +37,14 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from torch import Tensor, nn
+
+from .config_tree import walk_config
 
 __all__ = [
     'FAMILIES', 'FamilyResult', 'mmseg_config_dir', 'list_families', 'protected_child_config',
@@ -188,16 +190,6 @@ def protected_child_config(family: str, config: str, base_type: str, key_file: s
                                 segmentor=_PROTECTED_TYPES[base_type], key_file=key_file)
 
 
-def _walk(node: Any) -> Iterable[Dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            yield from _walk(value)
-
-
 def shrink_config(cfg: Config, size: int = DEFAULT_SIZE,
                   overrides: Optional[Mapping[str, Any]] = None) -> Config:
     """Make a family's config cheap on a CPU without changing its architecture, in place.
@@ -210,7 +202,7 @@ def shrink_config(cfg: Config, size: int = DEFAULT_SIZE,
         the same ``cfg``.
     """
     model = cfg.model
-    for node in _walk(model):
+    for node in (n.value for n in walk_config(model) if isinstance(n.value, dict)):
         if isinstance(node.get('pretrained'), str):
             node['pretrained'] = None
         init_cfg = node.get('init_cfg')

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence
 
 import torch
 from mmengine.logging import MMLogger, print_log

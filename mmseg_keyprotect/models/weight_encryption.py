@@ -139,7 +139,7 @@ def attach_weight_encryption(module: nn.Module, key: KeySpec,
     if Protection.of(module).weight_encryption is not None:
         raise ValueError(f'{type(module).__name__} already encrypts its weights')
     secret = resolve_key(key, 'weight encryption')
-    if secret.source == 'seed':
+    if secret.published:
         raise ValueError('encrypt_weights=True with a seed key (key=dict(seed=...)): a seed is '
                          'a published key, so the weights would be encrypted with a key anyone '
                          'can find; use key=dict(file=...) or key=dict(env=...) (tools/keygen.py)')

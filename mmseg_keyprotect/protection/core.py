@@ -47,9 +47,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .conditions import KeyCondition, condition_list, draw_incorrect_keys
+from ..config_tree import walk_config
 from ..keyed import FeaturePermutation, ImageCipher, KeyedComponent, KeyedWeights
 from ..keys import SecretKey
+from .conditions import KeyCondition, condition_list, draw_incorrect_keys
 from .descriptor import Descriptor, format_protection
 from .keyed_types import (PipelineStep, ProtectedSegmentor, RemovedProtection, config_pipelines,
                           keyed_role, strip_protection)
@@ -302,17 +303,8 @@ class Protection:
 
     def _config_nodes(self) -> List[Tuple[str, Any]]:
         """``(path, node)`` of every keyed node of the config."""
-        found: List[Tuple[str, Any]] = []
-
-        def walk(node: Any, path: str) -> None:
-            if keyed_role(node) is not None:
-                found.append((path, node))
-            items = node.items() if isinstance(node, Mapping) else \
-                enumerate(node) if isinstance(node, (list, tuple)) else ()
-            for name, value in items:
-                walk(value, f'{path}.{name}' if path else str(name))
-        walk(getattr(self.cfg, '_cfg_dict', self.cfg), '')
-        return found
+        return [(node.path, node.value) for node in walk_config(self.cfg)
+                if keyed_role(node.value) is not None]
 
     def pipeline_steps(self, loader: Optional[str] = None) -> List[Tuple[str, Any]]:
         """``(where, step config)`` of every keyed step in the config's data pipelines.

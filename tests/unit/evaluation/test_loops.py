@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from mmseg_keyprotect.engine.hooks import CheckpointSealHook, KeyProtectionHook
 from mmseg_keyprotect.evaluation.loops import KeyConditionTestLoop, KeyConditionValLoop
@@ -70,5 +71,5 @@ def test_an_unprotected_model_is_evaluated_once(recorder_for, data_root):
 def test_bad_conditions_are_refused_when_the_loop_is_built(recorder_for, data_root, kwargs,
                                                             match):
     with pytest.raises(ValueError, match=match):
-        KeyConditionTestLoop(recorder_for(demo_model()), demo_loader(data_root),
+        KeyConditionTestLoop(recorder_for(torch.nn.Identity()), demo_loader(data_root),
                              iou_evaluator(), **kwargs)

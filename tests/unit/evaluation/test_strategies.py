@@ -29,9 +29,8 @@ def evaluate(recorder_for, model, loader, **kwargs):
 
 
 @pytest.mark.parametrize('points, cipher', [
-    (['decode_head.conv_seg:input'], None),
-    (['backbone.layer1:input'], None),
-    (None, SHF),
+    (['decode_head.conv_seg:input'], None),  # the model's prefix is replayed
+    (None, SHF),  # the cipher is applied to batches loaded plain
 ])
 def test_one_pass_with_replay_equals_one_pass_per_condition(recorder_for, data_root, monkeypatch,
                                                            points, cipher):

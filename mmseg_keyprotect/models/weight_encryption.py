@@ -39,8 +39,8 @@ from .sealing import (FORMAT, MARKER, Descriptor, EncryptedWeightsError, SealedG
 
 __all__ = [
     'MARKER', 'FORMAT', 'EncryptedWeightsError', 'Descriptor', 'seal', 'open_sealed',
-    'read_header', 'attach_weight_encryption', 'weight_encryption_key', 'seal_state_dict', 'sealed_state_dict', 'describe_module',
-    'is_sealed', 'mark_checkpoints_sealed', 'checkpoints_sealed', 'SealedGroup',
+    'read_header', 'attach_weight_encryption', 'weight_encryption_key', 'seal_state_dict',
+    'sealed_state_dict', 'describe_module', 'is_sealed', 'mark_checkpoints_sealed', 'checkpoints_sealed', 'SealedGroup',
     'release_seal_buffers'
 ]
 

@@ -59,8 +59,7 @@ from torch import Tensor, nn
 from ..keys import SecretKey
 from ..models.weight_encryption import (MARKER, EncryptedWeightsError, SealedGroup,
                                         describe_module, is_sealed, mark_checkpoints_sealed,
-                                        plaintext_weights_allowed, read_header, seal,
-                                        seal_state_dict, weight_encryption_key)
+                                        read_header, seal, seal_state_dict)
 from ..protection import Protection, ProtectionMismatchError, check_protection
 from .checkpoint import install_safe_loaders
 
@@ -248,11 +247,11 @@ class KeyProtectionHook(Hook):
                 checkpoint refused, or a sealed entry that fails authentication.
             ProtectionMismatchError: if the protections differ and ``strict``.
         """
-        model = _model(runner)
-        key = weight_encryption_key(model)
+        weights = Protection.of(_model(runner)).weight_encryption
+        key = None if weights is None else weights.key
         stored = (checkpoint.get('meta') or {}).get(META_KEY)
-        if key is not None:
-            _authenticate(checkpoint, stored, key, plaintext_weights_allowed(model))
+        if weights is not None:
+            _authenticate(checkpoint, stored, key, weights.allow_plaintext)
         current = _current(runner)
         if stored is None:
             if current:
@@ -320,8 +319,9 @@ class CheckpointSealHook(Hook):
             meta[META_KEY] = _current(runner)
         descriptor = meta[META_KEY]
         model = _model(runner)
-        key = weight_encryption_key(model)
-        if key is not None:
+        weights = Protection.of(model).weight_encryption
+        if weights is not None:
+            key = weights.key
             meta[META_MAC_KEY] = _descriptor_mac(key, descriptor)
             seal_checkpoint(checkpoint, model, key, descriptor)
 

@@ -27,7 +27,8 @@ from mmseg.registry import MODELS
 from scipy.stats import rankdata
 from torch import Tensor
 
-from ..engine.hooks import META_KEY, open_checkpoint, tensors_with_paths
+from ..checkpoint import META_KEY, open_checkpoint, tensors_with_paths
+from ..protection import Protection
 
 __all__ = ['momentum_init', 'correlation_audit', 'owner_reference', 'rank_correlation',
            'tensors_of']
@@ -89,13 +90,12 @@ def owner_reference(config: str, checkpoint: str) -> Dict[str, Tensor]:
     """
     from mmseg.apis import init_model
 
-    from ..models.weight_encryption import weight_encryption_key
     model = init_model(config, checkpoint, device='cpu')
     reference = {f'model/{k}': v for k, v in model.state_dict().items()}
     stolen = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-    key = weight_encryption_key(model)
-    if key is not None:
-        open_checkpoint(stolen, key, stolen['meta'][META_KEY])
+    encryption = Protection.of(model).weight_encryption
+    if encryption is not None:
+        open_checkpoint(stolen, encryption.key, stolen['meta'][META_KEY])
     reference.update({f'optimizer{path}': t for path, t in tensors_of(stolen.get('optimizer'))})
     reference.update({f'param/{i}': p.detach() for i, p in enumerate(model.parameters())})
     return reference

@@ -111,6 +111,12 @@ class Protection:
         """Every keyed part of the targets (found afresh, so a rebuilt loader counts)."""
         return find_keyed_parts(*self.targets)
 
+    @property
+    def weight_encryption(self) -> Optional[KeyedComponent]:
+        """The part that encrypts the model's weights (its ``key`` seals checkpoints), or None."""
+        return next((part for part in self.parts
+                     if part.describe().get('type') == 'WeightEncryption'), None)
+
     def describe(self) -> Descriptor:
         """The non-secret descriptor: one entry per distinct part, sorted.
 

@@ -31,7 +31,7 @@ from .format import (FORMAT, Descriptor, EncryptedWeightsError, TreePath, aad, c
                      descriptor_digest, header_mac, raw_bytes, show_path, sorted_descriptor)
 from .gcm import GCM, SALT_BYTES, TAG_BYTES, flat, nbytes, parallel, take_buffers
 
-__all__ = ['seal', 'SealedGroup', 'open_sealed']
+__all__ = ['seal', 'SealedGroup', 'open_sealed', 'holds_its_tag']
 
 Path = TreePath
 
@@ -96,21 +96,39 @@ def _private(storage: torch.UntypedStorage) -> bool:
         getattr(storage, 'filename', None) is None
 
 
+def _with_tag(sealed: Tensor, tag: bytes) -> Optional[Tensor]:
+    """``ciphertext || tag`` as CPU ``uint8`` over ``sealed``'s own memory, if its tag follows it."""
+    size = nbytes(sealed)
+    start = sealed.storage_offset() * sealed.element_size()
+    if sealed.is_contiguous() and sealed.numel() and \
+            sealed.untyped_storage().nbytes() >= start + size + TAG_BYTES:
+        data = sealed.detach().reshape(-1).view(torch.uint8)
+        whole = data.as_strided((size + TAG_BYTES, ), (1, ), data.storage_offset()).cpu()
+        if whole[size:].numpy().tobytes() == tag:
+            return whole
+    return None
+
+
+def holds_its_tag(sealed: Any, tag: str) -> bool:
+    """Whether ``sealed`` is still the ciphertext :func:`seal` made: its tag (hex) follows it.
+
+    What :func:`seal` returns, and what ``torch.save`` then ``torch.load`` give
+    back, is laid out so; a tensor put in its place later is not.
+    """
+    return isinstance(sealed, Tensor) and (
+        _with_tag(sealed, bytes.fromhex(tag)) is not None or (sealed.numel() == 0))
+
+
 def _sealed_bytes(sealed: Tensor, tag: bytes) -> Tuple[Tensor, bool]:
     """``ciphertext || tag`` of a sealed tensor as CPU ``uint8``, and whether only we can change it.
 
     A sealed tensor is saved as a view of a buffer where its tag follows it: that
     memory is used as it is. Anything else is copied.
     """
-    size = nbytes(sealed)
-    storage = sealed.untyped_storage()
-    start = sealed.storage_offset() * sealed.element_size()
-    if sealed.is_contiguous() and sealed.numel() and \
-            storage.nbytes() >= start + size + TAG_BYTES:
-        data = sealed.detach().reshape(-1).view(torch.uint8)
-        whole = data.as_strided((size + TAG_BYTES, ), (1, ), data.storage_offset()).cpu()
-        if whole[size:].numpy().tobytes() == tag:
-            return whole, storage.device.type != 'cpu' or _private(storage)
+    whole = _with_tag(sealed, tag)
+    if whole is not None:
+        storage = sealed.untyped_storage()
+        return whole, storage.device.type != 'cpu' or _private(storage)
     return torch.cat([raw_bytes(sealed), torch.tensor(list(tag), dtype=torch.uint8)]), True
 
 
@@ -187,6 +205,8 @@ class SealedGroup:
             tensor of its dtype and shape. Used only where no other process can
             change the ciphertext (not shared memory, not a mapped file), and
             where no target overlaps another tensor's bytes.
+        subset: ``tensors`` may hold only some of the group's tensors (the
+            sealing side opening what it sealed again); the rest is not opened.
 
     Raises:
         EncryptedWeightsError: one line naming what failed: another key, an
@@ -195,14 +215,14 @@ class SealedGroup:
 
     def __init__(self, header: Mapping[str, Any], tensors: Mapping[Path, Tensor],
                  key: SecretKey, descriptor: Optional[Descriptor], where: str,
-                 into: Optional[Mapping[Path, Tensor]] = None) -> None:
-        entries = _check_header(header, tensors, key, descriptor, where)
+                 into: Optional[Mapping[Path, Tensor]] = None, subset: bool = False) -> None:
+        entries = _check_header(header, tensors, key, descriptor, where, subset)
         digest, salt, into = descriptor_digest(header['protection']), header['salt'], into or {}
         self.where = where
         self._gcm = GCM(key.derive_bytes(f'seal/{salt}', 32))
         self._items = [_Item(i, path, tensors[path], bytes.fromhex(tag),
                              aad(salt, digest, path, tensors[path]), into.get(path))
-                       for i, (path, tag) in enumerate(entries)]
+                       for i, (path, tag) in enumerate(entries) if path in tensors]
         if not _separate(self._items):
             for item in self._items:
                 item.drop_target()
@@ -272,7 +292,8 @@ class SealedGroup:
 
 
 def _check_header(header: Mapping[str, Any], tensors: Mapping[Path, Tensor], key: SecretKey,
-                  descriptor: Optional[Descriptor], where: str) -> List[Tuple[Path, str]]:
+                  descriptor: Optional[Descriptor], where: str,
+                  subset: bool = False) -> List[Tuple[Path, str]]:
     """The header's ``(path, tag)`` entries, after checking what needs no decryption."""
     if header['key'] != key.fingerprint:
         raise EncryptedWeightsError(
@@ -291,7 +312,7 @@ def _check_header(header: Mapping[str, Any], tensors: Mapping[Path, Tensor], key
             'config it was trained with')
     entries = [(tuple(path), tag) for path, tag in header['tensors']]
     expected = {path for path, _ in entries}
-    missing = sorted(map(show_path, expected - set(tensors)))
+    missing = [] if subset else sorted(map(show_path, expected - set(tensors)))
     extra = sorted(map(show_path, set(tensors) - expected))
     if missing or extra:
         raise EncryptedWeightsError(

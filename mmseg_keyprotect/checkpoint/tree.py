@@ -31,7 +31,7 @@ from ..protection import Protection
 from .format import (MANIFEST_KEY, MARKER, META_KEY, META_MAC_KEY, TREE_MARKER, Descriptor,
                      EncryptedWeightsError, TreePath, canonical, descriptor_mac, header_mac,
                      is_sealed, read_header, show_path)
-from .group import SealedGroup, seal
+from .group import SealedGroup, holds_its_tag, seal
 from .manifest import build_manifest, check_manifest, group_headers, read_manifest
 from .scope import sealing
 
@@ -146,7 +146,6 @@ def seal_checkpoint(checkpoint: Dict[str, Any], model: nn.Module, key: SecretKey
     Raises:
         TypeError: an entry that is not a dict holds tensors or arrays, or an
             array cannot become a tensor.
-        EncryptedWeightsError: a tensor was added to an entry already sealed.
     """
     with sealing():
         model_names = list(model.state_dict(keep_vars=True).keys())
@@ -159,6 +158,7 @@ def seal_checkpoint(checkpoint: Dict[str, Any], model: nn.Module, key: SecretKey
             raise TypeError(f'checkpoint[{name!r}] is a {type(entry).__name__} holding tensors; '
                             'only dict entries can be sealed')
         entry = checkpoint[name] = _own_containers(entry)
+        _reopen_changed_groups(entry, f'checkpoint[{name!r}]', key)
         if model_names:
             prefixes = {k[:-len(model_names[0])] for k in entry
                         if isinstance(k, str) and k.endswith(model_names[0])}
@@ -170,11 +170,6 @@ def seal_checkpoint(checkpoint: Dict[str, Any], model: nn.Module, key: SecretKey
         rest = [(path, leaf) for path, leaf in _leaves(_thaw(entry)) if path not in covered]
         if not rest:
             continue
-        if TREE_MARKER in entry:
-            raise EncryptedWeightsError(
-                f'checkpoint[{name!r}]: {show_path(rest[0][0])!r} was added after the entry was '
-                'sealed (by a hook that runs after CheckpointSealHook?); refusing to write it '
-                'in clear')
         arrays = [list(path) for path, leaf in rest if isinstance(leaf, np.ndarray)]
         tensors = [(path, _as_tensor(leaf, name, path)) for path, leaf in rest]
         fields = {'manifest': True} if listed else {}
@@ -188,6 +183,47 @@ def seal_checkpoint(checkpoint: Dict[str, Any], model: nn.Module, key: SecretKey
         meta = checkpoint.setdefault('meta', {})
         meta.pop(MANIFEST_KEY, None)
         meta[MANIFEST_KEY] = build_manifest(checkpoint, key, run)
+
+
+def _reopen_changed_groups(entry: Dict[str, Any], where: str, key: SecretKey) -> None:
+    """Open again, in ``entry``, each group sealed earlier in this save that changed since.
+
+    A hook that runs after the seal may replace a sealed tensor (mmengine reuses
+    one ``meta`` dict for the best and the last checkpoint) or add one to a sealed
+    entry: the group's other tensors are decrypted back into the entry and its
+    header dropped, so the caller seals all of them again, the new ones included.
+    A tensor counts as replaced unless it is still the ciphertext with its tag.
+    """
+    model_paths = _model_group_paths(entry)
+    for marker in [k for k in entry if isinstance(k, str) and
+                   (k.endswith(MARKER) or k == TREE_MARKER)]:
+        header = read_header(entry[marker], f'{where}[{marker!r}]')
+        if marker == TREE_MARKER:
+            place = {tuple(path): tuple(path) for path, _ in header['tensors']}
+            others = {path for path, _ in _leaves(entry)} - model_paths - {(TREE_MARKER, )}
+        else:
+            prefix = marker[:-len(MARKER)]
+            place = {tuple(path): (prefix + path[0], ) for path, _ in header['tensors']}
+            others = set()
+        tags = {tuple(path): tag for path, tag in header['tensors']}
+        intact = {path: _get(entry, at) for path, at in place.items()
+                  if _exists(entry, at) and holds_its_tag(_get(entry, at), tags[path])}
+        if len(intact) == len(place) and others <= set(place.values()):
+            continue
+        opened = SealedGroup(header, intact, key, None, where, subset=True).open()
+        arrays = {tuple(path) for path in header.get('arrays', [])}
+        del entry[marker]
+        for path, tensor in opened.items():
+            _put(entry, place[path], tensor.numpy() if path in arrays else tensor)
+        model_paths = _model_group_paths(entry)
+
+
+def _exists(node: Any, path: TreePath) -> bool:
+    try:
+        _get(node, path)
+    except (KeyError, IndexError, TypeError):
+        return False
+    return True
 
 
 def seal_file(checkpoint: Dict[str, Any], model: nn.Module, key: SecretKey, run: str,

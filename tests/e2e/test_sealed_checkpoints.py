@@ -24,7 +24,7 @@ from mmseg.registry import HOOKS, RUNNERS
 
 from mmseg_keyprotect.attacks.stolen_files import correlation_audit, rank_correlation, tensors_of
 from mmseg_keyprotect.checkpoint import (MARKER, META_KEY, META_MAC_KEY, TREE_MARKER,
-                                         EncryptedWeightsError)
+                                         EncryptedWeightsError, open_checkpoint, verify_file)
 from mmseg_keyprotect.protection import ProtectionMismatchError
 from mmseg_keyprotect.keys import SecretKey
 
@@ -105,7 +105,8 @@ def reference(clear: Dict[str, torch.Tensor], runner) -> Dict[str, torch.Tensor]
 
 
 def test_every_tensor_of_every_file_is_sealed(run):
-    work_dir, clear, runner, _ = run
+    work_dir, clear, runner, key_file = run
+    key = SecretKey.from_file(key_file)
     files = sorted(work_dir.glob('*.pth'))
     assert {'iter_2.pth', 'iter_4.pth'} <= {f.name for f in files}
     clear_bytes = {v.numpy().tobytes() for v in clear.values() if v.numel() >= 16}
@@ -119,6 +120,9 @@ def test_every_tensor_of_every_file_is_sealed(run):
         assert isinstance(checkpoint['late_entry']['counts'], torch.Tensor)  # sealed as a tensor
         for path, value in tensors_of(checkpoint):
             assert value.numel() < 16 or value.numpy().tobytes() not in clear_bytes, path
+        assert verify_file(checkpoint, key)['iter'] == checkpoint['meta']['iter']
+        open_checkpoint(checkpoint, key, checkpoint['meta'][META_KEY])  # every tag holds
+        assert torch.equal(checkpoint['meta']['late_tensor'], checkpoint['late_entry']['stem'])
     rows = correlation_audit(str(work_dir), reference(clear, runner), min_size=2048)
     assert {r['tensor'].split('/')[1] for r in rows} == {'state_dict', 'optimizer',
                                                          'ema_state_dict'}

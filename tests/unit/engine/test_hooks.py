@@ -23,7 +23,8 @@ from mmseg.registry import MODELS
 
 from mmseg_keyprotect.checkpoint import (MANIFEST_KEY, MARKER, META_KEY, META_MAC_KEY,
                                          TREE_MARKER, EncryptedWeightsError, read_header,
-                                         safe_torch_load, sealing, verify_file)
+                                         safe_torch_load, sealing, tensors_with_paths,
+                                         verify_file)
 from mmseg_keyprotect.checkpoint.format import canonical
 from mmseg_keyprotect.checkpoint.rollback import RECORD_NAME, read_record
 from mmseg_keyprotect.engine import hooks as hooks_module
@@ -335,14 +336,33 @@ def test_what_a_later_hook_adds_is_sealed_arrays_and_meta_included(key, tmp_path
     assert torch.equal(stored['meta']['norm'], clear_norm)
 
 
-def test_a_tensor_added_to_a_sealed_entry_is_refused(key, tmp_path):
+@pytest.mark.parametrize('change', ['add to the optimizer', 'replace in meta', 'replace a weight'])
+def test_a_sealed_group_changed_by_a_later_hook_is_sealed_again(key, tmp_path, change):
+    """mmengine reuses one meta dict for the best and the last checkpoint: a hook that sets
+    the same meta tensor every save replaces a tensor sealed a moment before."""
     model, optimizer = trained(key)
     runner = fake_runner(model, tmp_path)
     checkpoint = load(save(runner, optimizer, 2))
-    checkpoint['optimizer']['late'] = torch.ones(4)
-    with pytest.raises(EncryptedWeightsError, match=r"checkpoint\['optimizer'\]: 'late' was "
-                       'added after the entry was sealed'):
+    new = torch.randn(6)
+    if change == 'add to the optimizer':
+        checkpoint['optimizer']['late'] = new
+    elif change == 'replace in meta':
+        checkpoint['meta']['norm'] = torch.randn(6)
         seal_runner_checkpoint(runner, checkpoint)
+        checkpoint['meta']['norm'] = new
+    else:
+        new = torch.randn_like(checkpoint['state_dict']['decode_head.conv_seg.bias'])
+        checkpoint['state_dict']['decode_head.conv_seg.bias'] = new
+    seal_runner_checkpoint(runner, checkpoint)
+    stored = load(_bytes(checkpoint))
+    assert not any(torch.equal(t, new) for _, t in tensors_with_paths(stored))
+    victim, victim_optimizer = _victim(key, tmp_path)
+    resume(victim, victim_optimizer, stored)
+    opened = {'add to the optimizer': lambda: stored['optimizer']['late'],
+              'replace in meta': lambda: stored['meta']['norm'],
+              'replace a weight': lambda: victim.model.decode_head.conv_seg.bias.detach()}[change]()
+    assert torch.equal(opened, new)
+    assert torch.equal(victim.model.backbone.stem[0].weight, model.backbone.stem[0].weight)
 
 
 def test_a_tensor_outside_a_dict_entry_is_refused(key, tmp_path):

@@ -70,7 +70,8 @@ def bench_checkpoint(args: argparse.Namespace) -> None:
             checkpoint = dict(meta={'iter': 1}, state_dict=model.state_dict(),
                               optimizer=optimizer.state_dict())
         encryption = Protection.of(model).weight_encryption
-        if encryption is not None:
+        if encryption is not None:  # CheckpointSealHook, then KeyProtectedRunner's last walk
+            seal_file(checkpoint, model, encryption.key, run='bench')
             seal_file(checkpoint, model, encryption.key, run='bench')
         torch.save(checkpoint, folder / f'{name}.pth')
 

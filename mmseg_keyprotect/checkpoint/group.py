@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import weakref
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -83,6 +84,7 @@ def seal(tensors: Sequence[Tuple[Path, Tensor]], key: SecretKey,
     for (path, tensor), out, size in zip(tensors, outs, sizes):
         # the ciphertext keeps dtype and shape; its storage also holds the tag (16 bytes)
         sealed.append(out[:size].view(tensor.dtype).reshape(tensor.shape))
+        _SEALED[id(sealed[-1])] = sealed[-1]
         entries.append([list(path), out[size:].numpy().tobytes().hex()])
     header = {'format': FORMAT, 'kind': kind, 'key': key.fingerprint, 'salt': salt,
               'protection': descriptor, 'tensors': entries, **(fields or {})}
@@ -109,14 +111,20 @@ def _with_tag(sealed: Tensor, tag: bytes) -> Optional[Tensor]:
     return None
 
 
+#: The ciphertexts :func:`seal` returned that are still alive, by ``id``.
+_SEALED: 'weakref.WeakValueDictionary[int, Tensor]' = weakref.WeakValueDictionary()
+
+
 def holds_its_tag(sealed: Any, tag: str) -> bool:
     """Whether ``sealed`` is still the ciphertext :func:`seal` made: its tag (hex) follows it.
 
     What :func:`seal` returns, and what ``torch.save`` then ``torch.load`` give
     back, is laid out so; a tensor put in its place later is not.
     """
-    return isinstance(sealed, Tensor) and (
-        _with_tag(sealed, bytes.fromhex(tag)) is not None or (sealed.numel() == 0))
+    if not isinstance(sealed, Tensor):
+        return False
+    return _SEALED.get(id(sealed)) is sealed or sealed.numel() == 0 or \
+        _with_tag(sealed, bytes.fromhex(tag)) is not None
 
 
 def _sealed_bytes(sealed: Tensor, tag: bytes) -> Tuple[Tensor, bool]:

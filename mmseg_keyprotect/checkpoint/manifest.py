@@ -48,7 +48,7 @@ def _encode(node: Any) -> Any:
     """A JSON value standing for ``node``: its non-tensor content and where its tensors are."""
     if isinstance(node, Tensor):
         return ['tensor']
-    if isinstance(node, Mapping):
+    if isinstance(node, dict) or isinstance(node, Mapping):
         items = [[_encode(k), _encode(v)] for k, v in node.items()]
         return ['dict', sorted(items, key=lambda kv: canonical(kv[0]))]
     if isinstance(node, (list, tuple)):

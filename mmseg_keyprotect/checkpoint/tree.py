@@ -53,6 +53,17 @@ def _leaves(node: Any, path: TreePath = ()) -> List[Tuple[TreePath, Leaf]]:
     return []
 
 
+def _has_leaves(node: Any) -> bool:
+    """Whether a tensor or numpy array is anywhere inside ``node`` (stops at the first)."""
+    if isinstance(node, (Tensor, np.ndarray)):
+        return True
+    if isinstance(node, dict):
+        return any(_has_leaves(v) for v in node.values())
+    if isinstance(node, (list, tuple)):
+        return any(_has_leaves(v) for v in node)
+    return False
+
+
 def tensors_with_paths(node: Any, path: TreePath = ()) -> List[Tuple[TreePath, Tensor]]:
     """Every tensor inside nested dicts/lists/tuples, with its path."""
     return [(p, leaf) for p, leaf in _leaves(node, path) if isinstance(leaf, Tensor)]
@@ -78,7 +89,7 @@ def _thaw(node: Any) -> Any:
         for k in list(node):
             node[k] = _thaw(node[k])
         return node
-    if isinstance(node, (list, tuple)) and _leaves(node):
+    if isinstance(node, (list, tuple)) and _has_leaves(node):
         return [_thaw(v) for v in node]
     return node
 
@@ -89,12 +100,12 @@ def _own_containers(node: Any) -> Any:
     ``optimizer.state_dict()`` hands out the optimizer's own per-parameter
     dicts: sealing must put ciphertext into copies, never into the live state.
     """
-    if isinstance(node, dict) and _leaves(node):
+    if isinstance(node, dict) and _has_leaves(node):
         copied = copy.copy(node)  # keeps the type and attributes (a state_dict's _metadata)
         for k, v in node.items():
             copied[k] = _own_containers(v)
         return copied
-    if isinstance(node, (list, tuple)) and _leaves(node):
+    if isinstance(node, (list, tuple)) and _has_leaves(node):
         return [_own_containers(v) for v in node]
     return node
 
@@ -147,18 +158,23 @@ def seal_checkpoint(checkpoint: Dict[str, Any], model: nn.Module, key: SecretKey
         TypeError: an entry that is not a dict holds tensors or arrays, or an
             array cannot become a tensor.
     """
-    with sealing():
-        model_names = list(model.state_dict(keep_vars=True).keys())
-    model_descriptor = Protection.of(model).describe()
     listed = run is not None
+    model_names: List[str] = []
     for name, entry in checkpoint.items():
-        if not _leaves(entry):
+        if not _has_leaves(entry):
             continue
         if not isinstance(entry, dict):
             raise TypeError(f'checkpoint[{name!r}] is a {type(entry).__name__} holding tensors; '
                             'only dict entries can be sealed')
         entry = checkpoint[name] = _own_containers(entry)
         _reopen_changed_groups(entry, f'checkpoint[{name!r}]', key)
+        covered = _covered(entry)
+        if all(path in covered for path, _ in _leaves(entry)):
+            continue  # sealed already (the runner's last walk finds most entries so)
+        if not model_names:
+            with sealing():
+                model_names = list(model.state_dict(keep_vars=True).keys())
+            model_descriptor = Protection.of(model).describe()
         if model_names:
             prefixes = {k[:-len(model_names[0])] for k in entry
                         if isinstance(k, str) and k.endswith(model_names[0])}

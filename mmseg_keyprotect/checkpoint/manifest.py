@@ -46,19 +46,19 @@ GroupPlace = Tuple[str, str]
 
 def _encode(node: Any) -> Any:
     """A JSON value standing for ``node``: its non-tensor content and where its tensors are."""
+    if node is None or isinstance(node, (str, bool)):
+        return node
     if isinstance(node, Tensor):
         return ['tensor']
-    if isinstance(node, dict) or isinstance(node, Mapping):
-        items = [[_encode(k), _encode(v)] for k, v in node.items()]
-        return ['dict', sorted(items, key=lambda kv: canonical(kv[0]))]
-    if isinstance(node, (list, tuple)):
-        return ['list' if isinstance(node, list) else 'tuple', [_encode(v) for v in node]]
-    if isinstance(node, bool) or node is None or isinstance(node, str):
-        return node
     if isinstance(node, int):
         return ['int', str(node)]
     if isinstance(node, float):
         return ['float', repr(node)]
+    if isinstance(node, (list, tuple)):
+        return ['list' if isinstance(node, list) else 'tuple', [_encode(v) for v in node]]
+    if isinstance(node, (dict, Mapping)):
+        items = sorted(node.items(), key=lambda kv: (type(kv[0]).__name__, repr(kv[0])))
+        return ['dict', [[_encode(k), _encode(v)] for k, v in items]]
     if isinstance(node, np.ndarray):
         return ['ndarray', node.dtype.str, list(node.shape),
                 hashlib.sha256(np.ascontiguousarray(node).tobytes()).hexdigest()]

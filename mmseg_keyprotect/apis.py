@@ -35,11 +35,9 @@ from mmengine.registry import init_default_scope
 from torch import nn
 
 from .checkpoint import META_KEY, install_safe_loaders, save_atomically, seal_file, sealing
-from .evaluation.conditions import KeyCondition
-from .key_sources import (COMPONENT_FIELDS, is_key_source, replace_key_sources,
-                          resolve_key_sources)
-from .keys import KeySpec, SecretKey
-from .protection import Protection, check_key_fingerprints
+from .keys import (COMPONENT_FIELDS, KeyLike, SecretKey, key_from, replace_key_sources,
+                   resolve_key_sources)
+from .protection import KeyCondition, Protection, check_key_fingerprints
 
 __all__ = ['KeySetupError', 'CONDITIONS', 'load_config', 'prepare_keys', 'check_checkpoint_key',
            'init_protected_model', 'protected_inferencer', 'evaluate_key_conditions',
@@ -49,7 +47,6 @@ __all__ = ['KeySetupError', 'CONDITIONS', 'load_config', 'prepare_keys', 'check_
 CONDITIONS = ('correct', 'plain', 'incorrect')
 
 ConfigLike = Union[str, Path, Config]
-KeyLike = Union[SecretKey, str, Path, Mapping[str, Any], None]
 
 
 class KeySetupError(ValueError):
@@ -73,20 +70,12 @@ def load_config(config: ConfigLike, cfg_options: Optional[Mapping[str, Any]] = N
     return cfg
 
 
-def _as_key(key: KeyLike) -> KeySpec:
-    if isinstance(key, (str, Path)):
-        return SecretKey.from_file(key)
-    if key is None or isinstance(key, SecretKey) or is_key_source(key):
-        return key
-    raise KeySetupError(f'key must be a SecretKey, a key file path or a key source dict '
-                        f'(file=, env=), got {type(key).__name__}')
-
-
-def prepare_keys(cfg: Config, condition: str = 'correct', key: KeyLike = None) -> List[SecretKey]:
+def prepare_keys(cfg: Config, condition: str = 'correct',
+                 key: Optional[KeyLike] = None) -> List[SecretKey]:
     """Put the keys a run needs into every key source of ``cfg``, in place, before building.
 
     ``correct``: ``key`` (replacing every key source), else the config's own sources
-    that the model and dataloaders use (:data:`~mmseg_keyprotect.key_sources.COMPONENT_FIELDS`).
+    that the model and dataloaders use (:data:`~mmseg_keyprotect.keys.COMPONENT_FIELDS`).
     ``plain`` / ``incorrect``: a throw-away key that is never used (the parts run
     plain or under an incorrect key), so no key file or variable is read; weights
     sealed with the key load as stored.
@@ -96,7 +85,8 @@ def prepare_keys(cfg: Config, condition: str = 'correct', key: KeyLike = None) -
         when the config has no key).
 
     Raises:
-        KeySetupError: a missing or unreadable key, naming the file or variable.
+        KeySetupError: a missing, unreadable or malformed key (naming the file or
+            variable), or a ``key`` that is no key, path or source.
         ValueError: an unknown condition.
     """
     if condition not in CONDITIONS:
@@ -108,10 +98,8 @@ def prepare_keys(cfg: Config, condition: str = 'correct', key: KeyLike = None) -
             return []
         if key is None:  # the keys the model and data use (not unused config variables)
             return list(dict.fromkeys(resolve_key_sources(cfg, COMPONENT_FIELDS).values()))
-        given = _as_key(key)
-        given = given if isinstance(given, SecretKey) else \
-            resolve_key_sources({'key': given})['key']
-    except (OSError, KeyError) as err:
+        given = key_from(key)
+    except (OSError, KeyError, ValueError) as err:
         raise KeySetupError(err.args[0] if err.args else type(err).__name__) from None
     return [given] if replace_key_sources(cfg, given) else []
 
@@ -152,8 +140,8 @@ def _condition(protection: Protection, condition: Union[str, KeyCondition],
     return KeyCondition(condition)
 
 
-def _prepared(config: ConfigLike, checkpoint: Optional[str], key: KeyLike, condition: Any,
-              cfg_options: Optional[Mapping[str, Any]]) -> Config:
+def _prepared(config: ConfigLike, checkpoint: Optional[str], key: Optional[KeyLike],
+              condition: Any, cfg_options: Optional[Mapping[str, Any]]) -> Config:
     """The config with its keys in place; checks the key against the checkpoint first.
 
     A checkpoint that records no protection gives a ``UserWarning`` (the key cannot be
@@ -175,8 +163,9 @@ def _prepared(config: ConfigLike, checkpoint: Optional[str], key: KeyLike, condi
 
 
 def init_protected_model(config: ConfigLike, checkpoint: Optional[str] = None,
-                         key: KeyLike = None, condition: Union[str, KeyCondition] = 'correct',
-                         device: str = 'cpu', seed: int = 0,
+                         key: Optional[KeyLike] = None,
+                         condition: Union[str, KeyCondition] = 'correct', device: str = 'cpu',
+                         seed: int = 0,
                          cfg_options: Optional[Mapping[str, Any]] = None) -> nn.Module:
     """Build a protected model from a config and load its checkpoint, under one key condition.
 
@@ -240,7 +229,7 @@ def export_sealed(model: nn.Module, path: Union[str, Path]) -> Path:
     return Path(path)
 
 
-def protected_inferencer(config: ConfigLike, checkpoint: str, key: KeyLike = None,
+def protected_inferencer(config: ConfigLike, checkpoint: str, key: Optional[KeyLike] = None,
                          condition: Union[str, KeyCondition] = 'correct', device: str = 'cpu',
                          seed: int = 0, cfg_options: Optional[Mapping[str, Any]] = None):
     """mmseg's ``MMSegInferencer`` for a protected model, under one key condition.
@@ -262,7 +251,7 @@ def protected_inferencer(config: ConfigLike, checkpoint: str, key: KeyLike = Non
 
 
 def evaluate_key_conditions(config: ConfigLike, checkpoint: Optional[str], work_dir: str,
-                            key: KeyLike = None, incorrect: int = 100, seed: int = 0,
+                            key: Optional[KeyLike] = None, incorrect: int = 100, seed: int = 0,
                             cfg_options: Optional[Mapping[str, Any]] = None,
                             **loop_options: Any) -> Dict[str, Any]:
     """Evaluate a checkpoint under correct, plain and ``incorrect`` keys on the test set.

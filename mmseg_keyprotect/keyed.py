@@ -16,14 +16,28 @@ component implements this interface and nothing else has to change:
 
 Its config type is registered for the attacker's view and size checks with
 :func:`~mmseg_keyprotect.protection.keyed_type`.
+
+Three kinds of keyed parts have a role the protection object reports on; each
+is a small interface here, and only the protection object tests which one a
+part honours (:attr:`~mmseg_keyprotect.protection.Protection.data_ciphers`,
+:attr:`~mmseg_keyprotect.protection.Protection.permutations`,
+:attr:`~mmseg_keyprotect.protection.Protection.weight_encryption`):
+
+* :class:`ImageCipher`: encrypts images (the block ciphers of a pipeline or of
+  the data preprocessor);
+* :class:`FeaturePermutation`: permutes the channels of a feature map at a
+  named point of the network;
+* :class:`KeyedWeights`: the model's weight encryption.
 """
 from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+import numpy as np
+
 from .keys import KeySpec, SecretKey, resolve_key
 
-__all__ = ['KeyedComponent']
+__all__ = ['KeyedComponent', 'ImageCipher', 'FeaturePermutation', 'KeyedWeights']
 
 
 class KeyedComponent:
@@ -92,3 +106,45 @@ class KeyedComponent:
     def _key_repr(self) -> str:
         """Non-secret description for ``repr``: fingerprint and condition."""
         return f'key=<{self._correct_key.fingerprint}>, condition={self.key_condition!r}'
+
+
+class ImageCipher(KeyedComponent):
+    """A keyed part that encrypts whole images, block by block.
+
+    Attributes:
+        block_size (int): the block side M; image sizes must be multiples of it.
+    """
+
+    block_size: int
+
+    def encrypt(self, img: np.ndarray, key: Optional[SecretKey] = None) -> np.ndarray:
+        """Encrypt one ``(H, W, C)`` image with ``key`` (default: the correct key)."""
+        raise NotImplementedError
+
+
+class FeaturePermutation(KeyedComponent):
+    """A keyed permutation of the channels of a feature map at a point of the network.
+
+    Attributes:
+        purpose (str): the point's name (``'backbone.layer1:output'``); its key purpose.
+        num_channels (int, optional): the channel count; None until the first forward
+            of a lazily sized permutation.
+    """
+
+    purpose: str
+    num_channels: Optional[int]
+
+
+class KeyedWeights(KeyedComponent):
+    """The model's weight encryption: its checkpoints are sealed with :attr:`key`.
+
+    Attributes:
+        allow_plaintext (bool): whether unsealed weights may still be loaded.
+    """
+
+    allow_plaintext: bool
+
+    @property
+    def key(self) -> SecretKey:
+        """The key the weights are sealed with."""
+        return self.correct_key

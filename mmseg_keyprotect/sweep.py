@@ -37,12 +37,14 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from torch import Tensor, nn
+
+from .config_tree import walk_config
 
 __all__ = [
     'FAMILIES', 'FamilyResult', 'mmseg_config_dir', 'list_families', 'protected_child_config',
@@ -188,16 +190,6 @@ def protected_child_config(family: str, config: str, base_type: str, key_file: s
                                 segmentor=_PROTECTED_TYPES[base_type], key_file=key_file)
 
 
-def _walk(node: Any) -> Iterable[Dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            yield from _walk(value)
-
-
 def shrink_config(cfg: Config, size: int = DEFAULT_SIZE,
                   overrides: Optional[Mapping[str, Any]] = None) -> Config:
     """Make a family's config cheap on a CPU without changing its architecture, in place.
@@ -210,7 +202,7 @@ def shrink_config(cfg: Config, size: int = DEFAULT_SIZE,
         the same ``cfg``.
     """
     model = cfg.model
-    for node in _walk(model):
+    for node in (n.value for n in walk_config(model) if isinstance(n.value, dict)):
         if isinstance(node.get('pretrained'), str):
             node['pretrained'] = None
         init_cfg = node.get('init_cfg')
@@ -281,7 +273,7 @@ def predict_logits(model: nn.Module, inputs: Tensor) -> Tensor:
 
 
 def _outputs_under_conditions(model: nn.Module, inputs: Tensor) -> List[Tensor]:
-    from .evaluation.conditions import KeyCondition, make_conditions
+    from .protection import KeyCondition, make_conditions
     from .protection import Protection
     conditions = [KeyCondition.correct(), KeyCondition.plain(),
                   make_conditions(correct=False, plain=False, incorrect=1, seed=0)[0]]
@@ -317,10 +309,11 @@ def calibrate_norms(model: nn.Module, inputs: Tensor) -> None:
 
 def _check_gradients(model: nn.Module, size: int) -> None:
     """Backward through ``loss`` of every head; each permutation's output gets a gradient."""
-    from .models.points import POINTS_ATTR
+    from .protection import Protection
+    permutations = Protection.of(model).permutations
     captured: Dict[str, Tensor] = {}
     handles = []
-    for perm in getattr(model, POINTS_ATTR):
+    for perm in permutations:
         def keep(module: nn.Module, args: Any, output: Tensor, name: str = perm.purpose) -> None:
             output.retain_grad()
             captured[name] = output
@@ -335,7 +328,7 @@ def _check_gradients(model: nn.Module, size: int) -> None:
             handle.remove()
         model.eval()
         model.zero_grad(set_to_none=True)
-    missing = [name for name in (p.purpose for p in getattr(model, POINTS_ATTR))
+    missing = [name for name in (p.purpose for p in permutations)
                if name not in captured or captured[name].grad is None
                or not captured[name].grad.abs().sum() > 0]
     if missing:
@@ -387,7 +380,6 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
     from mmseg.registry import MODELS
 
     from .protection import Protection
-    from .models.points import POINTS_ATTR
     from .models.weight_encryption import mark_checkpoints_sealed, sealed_state_dict
 
     entry = FAMILIES.get(family)
@@ -414,8 +406,8 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
         # the sweep writes no training checkpoint (only the sealed state_dict below), so
         # the calibration and gradient passes may call loss() without a CheckpointSealHook
         mark_checkpoints_sealed(model)
-        result.points = [p.purpose for p in getattr(model, POINTS_ATTR)]
-        if not any(e['type'] == 'WeightEncryption' for e in Protection.of(model).describe()):
+        result.points = Protection.of(model).points
+        if Protection.of(model).weight_encryption is None:
             raise AssertionError('the built model does not encrypt its weights')
         stage = 'conditions'
         inputs = _inputs(size)

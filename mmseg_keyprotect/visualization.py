@@ -7,17 +7,21 @@ command line is ``tools/visualize_conditions.py``.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import torch
 from mmengine.dataset import pseudo_collate
 
 from .evaluation.metrics import image_miou
-from .protection import Protection
+from .protection import KeyCondition, Protection
 
-__all__ = ['draw_conditions', 'to_display', 'colorize']
+__all__ = ['draw_conditions', 'condition_panels', 'Panel', 'to_display', 'colorize']
+
+#: Column titles of the three conditions, in the order of ``Protection.conditions``.
+TITLES = ('correct key', 'plain', 'incorrect key')
 
 
 def to_display(inputs: torch.Tensor) -> np.ndarray:
@@ -33,6 +37,37 @@ def colorize(label: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
     lut = np.zeros((256, 3), np.uint8)
     lut[:len(palette)] = np.asarray(palette, np.uint8)
     return lut[label]
+
+
+@dataclass
+class Panel:
+    """One panel of the figure: a title, an HxWx3 uint8 RGB image and a caption."""
+
+    title: str
+    image: np.ndarray
+    caption: str = ''
+
+
+def condition_panels(model: Any, dataset: Any, protection: Protection,
+                     conditions: Sequence[KeyCondition], index: int) -> List[Panel]:
+    """The seven panels of sample ``index``: the input the model sees under each of
+    the three conditions, the ground truth, and the prediction under each condition
+    (captioned with its per-image mIoU)."""
+    palette = dataset.metainfo['palette']
+    num_classes = len(dataset.metainfo['classes'])
+    inputs, predictions = [], []
+    gt = None
+    for cond, title in zip(conditions, TITLES):
+        with protection.applied(cond), torch.no_grad():
+            data = dataset[index]
+            pred = model.test_step(pseudo_collate([data]))[0]
+        miou = image_miou(pred.pred_sem_seg.data[0], pred.gt_sem_seg.data[0], num_classes)
+        gt = pred.gt_sem_seg.data[0].numpy()
+        inputs.append(Panel(f'input, {title}', to_display(data['inputs'])))
+        predictions.append(Panel(f'prediction, {title}',
+                                 colorize(pred.pred_sem_seg.data[0].numpy(), palette),
+                                 f'mIoU {miou:.2f}'))
+    return inputs + [Panel('ground truth', colorize(gt, palette))] + predictions
 
 
 def draw_conditions(cfg: Any, checkpoint: Optional[str], out: Path, num_samples: int = 4,
@@ -53,29 +88,16 @@ def draw_conditions(cfg: Any, checkpoint: Optional[str], out: Path, num_samples:
         dataset = DATASETS.build(model.cfg.test_dataloader.dataset)
     protection = Protection.of(model, dataset)
     conditions, _ = protection.conditions(incorrect=1, seed=seed)
-    titles = ['correct key', 'plain', 'incorrect key']
-    palette = dataset.metainfo['palette']
-    num_classes = len(dataset.metainfo['classes'])
     rows = min(num_samples, len(dataset))
-    fig, axes = plt.subplots(rows, 7, figsize=(14, 2.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, 2 * len(TITLES) + 1, figsize=(14, 2.2 * rows),
+                             squeeze=False)
     for row in range(rows):
-        gt = None
-        for col, (cond, title) in enumerate(zip(conditions, titles)):
-            with protection.applied(cond), torch.no_grad():
-                data = dataset[row]
-                pred = model.test_step(pseudo_collate([data]))[0]
-            miou = image_miou(pred.pred_sem_seg.data[0], pred.gt_sem_seg.data[0], num_classes)
-            gt = pred.gt_sem_seg.data[0].numpy()
-            label = pred.pred_sem_seg.data[0].numpy()
-            axes[row, col].imshow(to_display(data['inputs']))
-            axes[row, 4 + col].imshow(colorize(label, palette))
-            axes[row, 4 + col].set_xlabel(f'mIoU {miou:.2f}')
+        for ax, panel in zip(axes[row], condition_panels(model, dataset, protection,
+                                                         conditions, row)):
+            ax.imshow(panel.image)
+            ax.set_xlabel(panel.caption)
             if row == 0:
-                axes[row, col].set_title(f'input, {title}', fontsize=9)
-                axes[row, 4 + col].set_title(f'prediction, {title}', fontsize=9)
-        axes[row, 3].imshow(colorize(gt, palette))
-        if row == 0:
-            axes[row, 3].set_title('ground truth', fontsize=9)
+                ax.set_title(panel.title, fontsize=9)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])

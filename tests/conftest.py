@@ -63,7 +63,7 @@ def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: SecretKey) -> Path
 def synthetic_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny synthetic VOC-layout dataset (8 train / 4 val images, 64x64), made once."""
     return make_synthetic_voc(tmp_path_factory.mktemp('synthetic_voc'), num_train=8,
-                              num_val=4, image_size=(64, 64), seed=0)
+                              num_val=4, num_test=4, image_size=(64, 64), seed=0)
 
 
 @pytest.fixture(scope='module')

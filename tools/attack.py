@@ -35,13 +35,10 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 
 import mmseg_keyprotect  # noqa: F401
-from mmseg_keyprotect.attacks import correlation_audit
-from mmseg_keyprotect.attacks.key_search import (few_images_loader, load_stolen_model,
-                                                 search_seed_keys)
-from mmseg_keyprotect.attacks.report import (attack_report, plot, read_references,
-                                             read_results, write_attack_report)
-from mmseg_keyprotect.attacks.stolen_files import owner_reference
-from mmseg_keyprotect.attacks.suite import attack_specs, run_suite
+from mmseg_keyprotect.attacks import (attack_report, attack_specs, correlation_audit,
+                                      few_images_loader, load_stolen_model, owner_reference,
+                                      plot, read_references, read_results, run_suite,
+                                      search_seed_keys, write_attack_report)
 from mmseg_keyprotect.protection import Protection
 
 KEY_BITS = 256

@@ -45,8 +45,6 @@ MODELS = [
 # Progress shown while training: every 100th iteration and each validation result.
 PROGRESS = re.compile(r'Iter\(train\) \[\s*\d*00/|Iter\(val\) \[(\d+)/\1\]')
 LOG_PREFIX = re.compile(r'^\d\d/\d\d \d\d:\d\d:\d\d - mmengine - \w+ - ')
-#: The split the demo reports; checkpoints are selected on the configs' val split.
-TEST_SPLIT = 'ImageSets/Segmentation/test.txt'
 _PRINT = threading.Lock()
 
 
@@ -83,9 +81,9 @@ def demo_env(key_file: Path, threads: int = 1) -> Dict[str, str]:
 
 
 def test_options(data_root: str) -> List[str]:
-    """``--cfg-options`` of the demo's tests: the test split, disjoint from val."""
-    return [f'test_dataloader.dataset.data_root={data_root}',
-            f'test_dataloader.dataset.ann_file={TEST_SPLIT}']
+    """``--cfg-options`` of the demo's tests: where the data is (the configs test on the
+    test split, disjoint from the val split that selects the checkpoint)."""
+    return [f'test_dataloader.dataset.data_root={data_root}']
 
 
 def threads_per_job(jobs: int, cores: int) -> int:
@@ -117,8 +115,7 @@ def train_and_test(name: str, config: str, out: Path, args: argparse.Namespace,
     checkpoint = Path(find_checkpoint(work_dir, 'best'))
     say(f'[{name}] trained in {time.time() - start:.0f} s; testing {checkpoint.name} '
         f'(selected on val) on the test split under key conditions')
-    test_opts = test_options(args.data_root) + [
-        'test_cfg.type=KeyConditionTestLoop', f'test_cfg.incorrect={args.incorrect}']
+    test_opts = test_options(args.data_root) + [f'test_cfg.incorrect={args.incorrect}']
     run_streaming([sys.executable, 'tools/test.py', config, str(checkpoint), '--work-dir',
                    str(work_dir), '--cfg-options', *test_opts],
                   work_dir / 'test_stdout.log', re.compile(r'^\|'), env, tag)

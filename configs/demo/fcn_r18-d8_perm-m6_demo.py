@@ -11,4 +11,3 @@ model = dict(
 # Validation during training reports the correct key (best checkpoint by correct-key mIoU)
 # and plain; tools/test.py reports correct, plain and 100 incorrect keys.
 val_cfg = dict(type='KeyConditionValLoop', plain=True)
-test_cfg = dict(type='KeyConditionTestLoop', incorrect=100, seed=0)

@@ -12,4 +12,3 @@ model = dict(
         type='BlockCipherSegDataPreProcessor',
         cipher=dict(type='BlockShuffle', block_size=2, key=key, num_channels=3)))
 val_cfg = dict(type='KeyConditionValLoop', plain=True)
-test_cfg = dict(type='KeyConditionTestLoop', incorrect=100, seed=0)

@@ -28,4 +28,3 @@ train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_cfg = dict(type='KeyConditionValLoop', plain=True)
-test_cfg = dict(type='KeyConditionTestLoop', incorrect=100, seed=0)

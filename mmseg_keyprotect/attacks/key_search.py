@@ -24,8 +24,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner, load_checkpoint
 from mmseg.registry import MODELS
 
-from ..key_sources import replace_key_sources
-from ..keys import SecretKey, WeakKeyWarning
+from ..keys import SecretKey, WeakKeyWarning, replace_key_sources
 from ..protection import Protection
 from .config import subset_indices
 from .runner import dataset_size

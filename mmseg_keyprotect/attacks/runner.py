@@ -9,7 +9,6 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from mmseg.registry import DATASETS, MODELS
 
-from ..models.points import PointPermutation
 from ..protection import Protection
 from .adapters import SinkhornPermutation
 from .config import AttackSpec, attack_runner_config
@@ -30,8 +29,7 @@ def true_permutations(victim: Config) -> Dict[str, torch.Tensor]:
     """
     model = MODELS.build(victim.model)
     probe(model)  # points without a declared channel count are sized on the first forward
-    return {part.point.name(): part.index.cpu() for part in Protection.of(model).parts
-            if isinstance(part, PointPermutation)}
+    return {part.purpose: part.index.cpu() for part in Protection.of(model).permutations}
 
 
 def _sinkhorn_modules(model: torch.nn.Module) -> List[Any]:

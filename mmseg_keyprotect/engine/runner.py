@@ -10,7 +10,7 @@ seed (``key=dict(seed=N, published=True)``) *is* the key.
 :class:`KeyProtectedRunner` builds every component from the config as
 given, and keeps as ``runner.cfg`` (the copy it writes) a copy whose key
 sources are redacted
-(:func:`~mmseg_keyprotect.key_sources.redact_key_sources`). It also registers
+(:func:`~mmseg_keyprotect.keys.redact_key_sources`). It also registers
 :class:`~mmseg_keyprotect.engine.hooks.KeyProtectionHook` and
 :class:`~mmseg_keyprotect.engine.hooks.CheckpointSealHook`, installs the
 weights-only checkpoint loaders
@@ -32,8 +32,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
-from ..key_sources import redact_key_sources
 from ..checkpoint import install_safe_loaders, sealing
+from ..keys import redact_key_sources
 from .hooks import register_protection_hook, seal_runner_checkpoint
 from .launcher import init_cpu_process_group
 

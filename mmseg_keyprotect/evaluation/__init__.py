@@ -1,7 +1,9 @@
-"""Evaluation under key conditions: conditions, strategies, metrics, reports and the loops.
+"""Evaluation under key conditions: strategies, metrics, reports and the loops.
 
-* :mod:`.conditions`: :class:`~.conditions.KeyCondition` (correct / plain /
-  incorrect) and incorrect keys drawn distinct;
+The key conditions themselves (:class:`KeyCondition`: correct / plain /
+incorrect, incorrect keys drawn distinct) belong to the protection
+(:mod:`mmseg_keyprotect.protection.conditions`) and are re-exported here.
+
 * :mod:`.strategies`: ``ConditionEvaluation`` (one pass with replay, or one
   pass per condition) and ``restart_workers``;
 * :mod:`.metrics`: paper 2's per-image mean IoU (``PerImageIoUMetric``), a fast
@@ -9,11 +11,11 @@
 * :mod:`.reports`: summary, markdown table and ``write_report`` (JSON + markdown);
 * :mod:`.loops`: ``KeyConditionTestLoop`` / ``KeyConditionValLoop`` (mmseg ``LOOPS``).
 
-This ``__init__`` imports only the layer-free parts (conditions, reports), so
-the protection object can use them; the package's ``__init__`` imports the
-loops and metrics to register them.
+This ``__init__`` imports only the reports; the package's ``__init__`` imports
+the loops and metrics to register them.
 """
-from .conditions import KeyCondition, condition_list, draw_incorrect_keys, make_conditions
+from ..protection.conditions import (KeyCondition, condition_list, draw_incorrect_keys,
+                                     make_conditions)
 from .reports import flatten, markdown_table, summarize, write_report
 
 __all__ = [

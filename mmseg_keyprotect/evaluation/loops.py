@@ -21,7 +21,7 @@ evaluator:
 
 Incorrect keys are drawn so that the tables they derive (permutation, mask,
 lookup) differ from the correct key's and from each other
-(:func:`~mmseg_keyprotect.evaluation.conditions.draw_incorrect_keys`); the JSON
+(:func:`~mmseg_keyprotect.protection.conditions.draw_incorrect_keys`); the JSON
 report counts the rejected duplicates. An evaluator with mmseg's pooled
 ``IoUMetric`` also gets paper 2's per-image mean IoU
 (:class:`~mmseg_keyprotect.evaluation.metrics.PerImageIoUMetric`, ``mIoU_per_image``).
@@ -33,7 +33,7 @@ see it, and everything is restored afterwards.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import torch
 from mmengine.dist import is_main_process
@@ -43,10 +43,7 @@ from mmseg.registry import LOOPS
 from torch.utils.data import DataLoader
 
 from ..engine.hooks import register_protection_hook
-from ..keyed import KeyedComponent
-from ..models.permutation import ChannelPermutation
-from ..protection import Protection
-from .conditions import KeyCondition
+from ..protection import KeyCondition, Protection
 from .metrics import add_per_image_miou
 from .reports import flatten, markdown_table, summarize, write_report
 from .strategies import ConditionEvaluation
@@ -54,15 +51,14 @@ from .strategies import ConditionEvaluation
 __all__ = ['KeyConditionTestLoop', 'KeyConditionValLoop']
 
 
-def _size_lazy_permutations(model, dataloader: DataLoader,
-                            components: Sequence[KeyedComponent]) -> None:
+def _size_lazy_permutations(model, dataloader: DataLoader, protection: Protection) -> None:
     """Run one batch under the correct key if a permutation does not know its channel count yet.
 
-    A lazily sized :class:`ChannelPermutation` derives its index on its first
-    forward; the incorrect keys can only be compared by their permutations after it.
+    A lazily sized permutation derives its index on its first forward
+    (:attr:`Protection.unsized_points`); the incorrect keys can only be compared
+    by their permutations after it.
     """
-    if not any(isinstance(c, ChannelPermutation) and c.num_channels is None
-               for c in components):
+    if not protection.unsized_points:
         return
     data_batch = next(iter(dataloader), None)
     if data_batch is not None:
@@ -88,7 +84,7 @@ class _IncorrectKeys:
         if self._conditions is None:
             protection = Protection.of(model, dataloader)
             if self.incorrect:
-                _size_lazy_permutations(model, dataloader, protection.parts)
+                _size_lazy_permutations(model, dataloader, protection)
             self._conditions, self.rejected = protection.conditions(
                 self.correct, self.plain, self.incorrect, self.seed)
         return self._conditions

@@ -42,7 +42,7 @@ import torch
 from mmengine.structures import BaseDataElement
 from torch import nn
 
-from ..keyed import KeyedComponent
+from ..protection import Protection
 
 __all__ = ['KeyIndependentPrefix']
 
@@ -105,8 +105,9 @@ class KeyIndependentPrefix:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.modules = [m for m in model.modules() if not isinstance(m, KeyedComponent)]
-        self.enabled = any(isinstance(m, KeyedComponent) for m in model.modules())
+        self._keyed = {id(m) for m in Protection.of(model).keyed_modules}
+        self.modules = [m for m in model.modules() if id(m) not in self._keyed]
+        self.enabled = bool(self._keyed)
         self._outputs: Dict[int, List[Any]] = {}
         self._versions: List[Tuple[torch.Tensor, int]] = []
         self.replayed_calls = 0
@@ -133,7 +134,7 @@ class KeyIndependentPrefix:
 
         def pre_hook(module: nn.Module, args: Any) -> None:
             clock[0] += 1
-            if isinstance(module, KeyedComponent):
+            if id(module) in self._keyed:
                 if first_keyed[0] is None:
                     first_keyed[0] = clock[0]
                     rng_at_keyed.append(_rng_state())
@@ -142,7 +143,7 @@ class KeyIndependentPrefix:
 
         def post_hook(module: nn.Module, args: Any, output: Any) -> None:
             clock[0] += 1
-            if not isinstance(module, KeyedComponent):
+            if id(module) not in self._keyed:
                 start = starts[id(module)].pop()
                 output = _fresh(output)
                 versions = [(t, t._version) for t in _tensors(output)]

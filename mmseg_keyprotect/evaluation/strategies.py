@@ -24,27 +24,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence
 
-import numpy as np
 import torch
 from mmengine.logging import MMLogger, print_log
 from mmengine.runner.amp import autocast
 from torch.utils.data import DataLoader
 
-from ..keyed import KeyedComponent
-from ..protection import Protection, walk_containers
-from ..transforms.block_cipher import BlockCipher
-from .conditions import KeyCondition
+from ..protection import KeyCondition, Protection
 from .reports import as_float
 from .metrics import use_fast_iou
 from .postprocess import batched_postprocess
 from .prefix_cache import KeyIndependentPrefix
 
 __all__ = ['ConditionEvaluation', 'restart_workers']
-
-# Transforms that may follow a block cipher without touching ``results['img']``.
-_IMAGE_SAFE_AFTER_CIPHER = ('PackSegInputs', 'LoadAnnotations')
 
 
 def restart_workers(dataloader: DataLoader) -> None:
@@ -58,45 +51,6 @@ def restart_workers(dataloader: DataLoader) -> None:
         iterator._shutdown_workers()
     if iterator is not None:
         dataloader._iterator = None
-
-
-def _pipelines_with_ciphers(dataloader: DataLoader) -> List[Any]:
-    """The pipelines (``Compose`` and the like) of the dataset that hold keyed transforms."""
-    found = []
-    for obj in walk_containers(dataloader):
-        transforms = getattr(obj, '__dict__', {}).get('transforms')
-        if isinstance(transforms, list) and any(isinstance(t, KeyedComponent)
-                                                for t in transforms):
-            found.append(obj)
-    return found
-
-
-def _ciphers_applicable_after_loading(dataloader: DataLoader) -> bool:
-    """True if every keyed transform is a block cipher followed only by packing."""
-    for pipeline in _pipelines_with_ciphers(dataloader):
-        transforms = pipeline.transforms
-        first = next(i for i, t in enumerate(transforms) if isinstance(t, KeyedComponent))
-        for t in transforms[first:]:
-            if isinstance(t, KeyedComponent):
-                if not isinstance(t, BlockCipher):
-                    return False
-            elif type(t).__name__ not in _IMAGE_SAFE_AFTER_CIPHER:
-                return False
-    return True
-
-
-def _encrypt_inputs(data_batch: Dict[str, Any], ciphers: Sequence[BlockCipher],
-                    condition: KeyCondition) -> Dict[str, Any]:
-    """Apply ``condition``'s ciphers to packed (C, H, W) inputs loaded in plain."""
-    inputs = []
-    for img in data_batch['inputs']:
-        array = img.numpy().transpose(1, 2, 0)
-        for cipher in ciphers:
-            key = condition.key_for(cipher)
-            if key is not None:
-                array = cipher.encrypt(array, key)
-        inputs.append(torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))))
-    return {**data_batch, 'inputs': inputs}
 
 
 @contextlib.contextmanager
@@ -144,7 +98,8 @@ class ConditionEvaluation:
         """
         model = self.runner.model
         model.eval()
-        data_side = Protection.of(self.dataloader).parts
+        data = Protection.of(self.dataloader)
+        data_side = data.parts
         if len(self.conditions) > 1 and not data_side and not Protection.of(model).parts:
             print_log('no keyed component in the model or its test data: every key condition '
                       'is the unprotected model, so it is evaluated once', logger='current',
@@ -154,8 +109,8 @@ class ConditionEvaluation:
         if len(self.conditions) > 1:
             use_fast_iou(m for e in evaluators for m in e.metrics)
         try:
-            if not data_side or _ciphers_applicable_after_loading(self.dataloader):
-                self._single_pass(stage, model, evaluators, data_side)
+            if not data_side or data.ciphers_replayable:
+                self._single_pass(stage, model, evaluators, data)
             else:
                 self._pass_per_condition(stage, model, evaluators, data_side)
         finally:
@@ -174,12 +129,12 @@ class ConditionEvaluation:
             return model.val_step(data_batch) if stage == 'val' else model.test_step(data_batch)
 
     @torch.no_grad()
-    def _single_pass(self, stage: str, model, evaluators: list, data_side: list) -> None:
-        ciphers = [c for c in data_side if isinstance(c, BlockCipher)]
+    def _single_pass(self, stage: str, model, evaluators: list, data: Protection) -> None:
+        data_side = data.parts
         use_prefix = self.share_prefix and not data_side and len(self.conditions) > 1
         batched = batched_postprocess(model) if len(self.conditions) > 1 \
             else contextlib.nullcontext()
-        with Protection.of(data_side).applied('plain'), batched:
+        with data.applied('plain'), batched:
             if data_side:
                 restart_workers(self.dataloader)
             for idx, data_batch in enumerate(self.dataloader):
@@ -188,8 +143,7 @@ class ConditionEvaluation:
                 prefix = KeyIndependentPrefix(model) if use_prefix else None
                 first_outputs = None
                 for i, condition in enumerate(self.conditions):
-                    batch = _encrypt_inputs(data_batch, ciphers, condition) if ciphers \
-                        else data_batch
+                    batch = data.encrypt_batch(data_batch, condition)
                     share = (prefix.record() if i == 0 else prefix.replay()) if prefix \
                         else contextlib.nullcontext()
                     with Protection.of(model).applied(condition), share:

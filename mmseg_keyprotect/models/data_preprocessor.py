@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from mmseg.models.data_preprocessor import SegDataPreProcessor
 from mmseg.registry import MODELS, TRANSFORMS
 
-from ..keyed import KeyedComponent
+from ..keyed import ImageCipher
 from ..keys import SecretKey
 from ..protection import PreprocessorCipher, keyed_type
 from ..transforms.block_cipher import BlockCipher
@@ -51,7 +52,7 @@ def _check_pad_sizes(name: str, sizes: Mapping[str, Any], block_size: int, ciphe
 
 @MODELS.register_module()
 @keyed_type(PreprocessorCipher(plain='SegDataPreProcessor', field='cipher'))
-class BlockCipherSegDataPreProcessor(SegDataPreProcessor, KeyedComponent):
+class BlockCipherSegDataPreProcessor(SegDataPreProcessor, ImageCipher):
     """``SegDataPreProcessor`` that encrypts the batch with a block cipher first.
 
     A keyed component: the key-condition loops switch it to plain (no
@@ -100,17 +101,19 @@ class BlockCipherSegDataPreProcessor(SegDataPreProcessor, KeyedComponent):
                          test_cfg=test_cfg)
         if isinstance(cipher, Mapping):
             cipher = TRANSFORMS.build(dict(cipher))
-        if not isinstance(cipher, BlockCipher):
+        try:
+            batched = BatchedBlockCipher(cipher)
+        except TypeError:
             raise TypeError(f'{type(self).__name__}: cipher must be a block cipher config '
                             f'(BlockShuffle, BlockNegPos, BlockFFX), got '
-                            f'{type(cipher).__name__}')
+                            f'{type(cipher).__name__}') from None
         _check_pad_sizes(type(self).__name__, {
             'size': size, 'size_divisor': size_divisor,
             'test_cfg.size': (test_cfg or {}).get('size'),
             'test_cfg.size_divisor': (test_cfg or {}).get('size_divisor')},
             cipher.block_size, type(cipher).__name__)
         self.cipher = cipher
-        self.batched = BatchedBlockCipher(cipher)
+        self.batched = batched
         # The same key as the cipher: one component, switched as one.
         self._init_key(cipher.correct_key)
 
@@ -126,6 +129,10 @@ class BlockCipherSegDataPreProcessor(SegDataPreProcessor, KeyedComponent):
     def block_size(self) -> int:
         """The cipher's block size."""
         return self.cipher.block_size
+
+    def encrypt(self, img: np.ndarray, key: Optional[SecretKey] = None) -> np.ndarray:
+        """Encrypt one ``(H, W, C)`` image as the cipher in a pipeline would."""
+        return self.cipher.encrypt(img, key)
 
     def forward(self, data: dict, training: bool = False) -> Dict[str, Any]:
         """Encrypt ``data['inputs']`` with the active key, then mmseg's preprocessing.

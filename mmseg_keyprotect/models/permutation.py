@@ -24,7 +24,7 @@ import torch
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
-from ..keyed import KeyedComponent
+from ..keyed import FeaturePermutation
 from ..keys import KeySpec, SecretKey
 
 __all__ = ['ChannelPermutation', 'channel_permutation_index']
@@ -45,7 +45,7 @@ def channel_permutation_index(key: SecretKey, purpose: str, num_channels: int) -
 
 
 @MODELS.register_module()
-class ChannelPermutation(nn.Module, KeyedComponent):
+class ChannelPermutation(nn.Module, FeaturePermutation):
     """Permute the channel axis of a feature map with a secret key.
 
     ``out.select(channel_dim, i) == x.select(channel_dim, alpha[i])`` for every

@@ -34,13 +34,13 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from ..keys import KeySpec, resolve_key
-from ..protection import ProtectedBuilder, ProtectedSegmentor, Unsupported, keyed_type
+from ..protection import (Protection, ProtectedBuilder, ProtectedSegmentor, Unsupported,
+                          keyed_type)
 from .auto_points import resolve_points
 from .permutation import ChannelPermutation
 from .points import PointLike, attach_permutations
 from .save_guard import guard_parts
-from .weight_encryption import (attach_weight_encryption, checkpoints_sealed,
-                                weight_encryption_key)
+from .weight_encryption import attach_weight_encryption, checkpoints_sealed
 
 __all__ = [
     'KeyProtectedSegmentorMixin', 'KeyProtectedEncoderDecoder',
@@ -111,7 +111,7 @@ class KeyProtectedSegmentorMixin:
                 ``CheckpointSealHook`` prepared the run: its checkpoints would
                 hold the optimizer state in clear.
         """
-        if weight_encryption_key(self) is not None and not checkpoints_sealed(self):
+        if not checkpoints_sealed(self) and Protection.of(self).weight_encryption is not None:
             raise RuntimeError(
                 f'{type(self).__name__} has encrypt_weights=True, but nothing seals the '
                 'checkpoints of this training run (the optimizer state would be written in '

@@ -33,16 +33,17 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..keyed import KeyedComponent
+from ..keyed import KeyedWeights
 from ..keys import KeySpec, SecretKey, resolve_key
 from ..checkpoint.format import MARKER, Descriptor, EncryptedWeightsError, read_header
 from ..checkpoint.group import open_sealed
 from ..checkpoint.scope import sealing
 from ..checkpoint.tree import seal_state_dict
+from ..protection import Protection
 
 __all__ = [
-    'attach_weight_encryption', 'weight_encryption_key', 'plaintext_weights_allowed',
-    'sealed_state_dict', 'describe_module', 'mark_checkpoints_sealed', 'checkpoints_sealed'
+    'attach_weight_encryption', 'weight_encryption_key', 'sealed_state_dict', 'describe_module',
+    'mark_checkpoints_sealed', 'checkpoints_sealed'
 ]
 
 Path = Tuple[Any, ...]
@@ -57,11 +58,10 @@ def describe_module(module: nn.Module) -> Descriptor:
     weights adds ``{'type': 'WeightEncryption', 'key': FINGERPRINT}``.
     Non-secret: types, points, block sizes and key fingerprints.
     """
-    from ..protection import Protection
     return Protection.of(module).describe()
 
 
-class _WeightEncryption(KeyedComponent):
+class _WeightEncryption(KeyedWeights):
     """The model's load pre-hook; holds the key (never printed, never pickled in clear).
 
     A keyed part of the model's protection: it describes itself as
@@ -72,11 +72,6 @@ class _WeightEncryption(KeyedComponent):
     def __init__(self, key: SecretKey, allow_plaintext: bool) -> None:
         self._init_key(key)
         self.allow_plaintext = allow_plaintext
-
-    @property
-    def key(self) -> SecretKey:
-        """The key the weights are sealed with."""
-        return self.correct_key
 
     def describe(self) -> Dict[str, Any]:
         """``{'type': 'WeightEncryption', 'key': FINGERPRINT}``."""
@@ -144,10 +139,10 @@ def attach_weight_encryption(module: nn.Module, key: KeySpec,
         ValueError: if the key is missing or a seed key, or the module
             already encrypts its weights.
     """
-    if getattr(module, _ATTR, None) is not None:
+    if Protection.of(module).weight_encryption is not None:
         raise ValueError(f'{type(module).__name__} already encrypts its weights')
     secret = resolve_key(key, 'weight encryption')
-    if secret.source == 'seed':
+    if secret.published:
         raise ValueError('encrypt_weights=True with a seed key (key=dict(seed=...)): a seed is '
                          'a published key, so the weights would be encrypted with a key anyone '
                          'can find; use key=dict(file=...) or key=dict(env=...) (tools/keygen.py)')
@@ -177,16 +172,10 @@ def checkpoints_sealed(module: nn.Module) -> bool:
 
 
 def weight_encryption_key(module: nn.Module) -> Optional[SecretKey]:
-    """The key ``module``'s weights are encrypted with, or None."""
-    hook = getattr(module, _ATTR, None)
-    return None if hook is None else hook.key
-
-
-def plaintext_weights_allowed(module: nn.Module) -> bool:
-    """Whether ``module`` encrypts its weights and may still load plaintext ones
-    (``protection.allow_plaintext_weights=True``)."""
-    hook = getattr(module, _ATTR, None)
-    return bool(hook is not None and hook.allow_plaintext)
+    """The key ``module``'s weights are encrypted with, or None
+    (:attr:`Protection.weight_encryption <mmseg_keyprotect.protection.Protection.weight_encryption>`)."""
+    part = Protection.of(module).weight_encryption
+    return None if part is None else part.key
 
 
 def sealed_state_dict(module: nn.Module) -> Dict[str, Tensor]:

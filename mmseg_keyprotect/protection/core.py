@@ -6,10 +6,15 @@ network, weight encryption of the checkpoints. :class:`Protection` gathers
 them, from a runner, a model (and its dataloaders/pipelines) or a config, and
 is the one place that
 
+* **lists** them by role: :attr:`Protection.data_ciphers`,
+  :attr:`Protection.permutations` (and their :attr:`Protection.points`),
+  :attr:`Protection.weight_encryption`; nothing else tests the type of a
+  keyed part;
 * **describes** them (:meth:`Protection.describe`: the non-secret descriptor
   stored in checkpoint meta and reports);
 * **switches key conditions** (:meth:`Protection.applied`: correct, plain, an
-  incorrect key or a candidate key, restored on exit);
+  incorrect key or a candidate key, restored on exit) and **prepares a batch**
+  loaded in plain under a condition (:meth:`Protection.encrypt_batch`);
 * **draws incorrect keys** whose derived tables all differ
   (:meth:`Protection.incorrect_keys`);
 * gives the **attacker's view** of the config (:meth:`Protection.attacker_view`:
@@ -36,21 +41,29 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
-from ..evaluation.conditions import KeyCondition, condition_list, draw_incorrect_keys
-from ..keyed import KeyedComponent
+import numpy as np
+import torch
+from torch import nn
+
+from ..config_tree import walk_config
+from ..keyed import FeaturePermutation, ImageCipher, KeyedComponent, KeyedWeights
 from ..keys import SecretKey
+from .conditions import KeyCondition, condition_list, draw_incorrect_keys
 from .descriptor import Descriptor, format_protection
 from .keyed_types import (PipelineStep, ProtectedSegmentor, RemovedProtection, config_pipelines,
                           keyed_role, strip_protection)
-from .parts import find_keyed_parts
+from .parts import find_keyed_parts, walk_containers
 from .sizes import check_sizes
 
 __all__ = ['Protection', 'ConditionLike']
 
 
 ConditionLike = Union[KeyCondition, str, SecretKey, None]
+
+#: Pipeline transforms that may follow a data cipher without touching ``results['img']``.
+_IMAGE_SAFE_AFTER_CIPHER = ('PackSegInputs', 'LoadAnnotations')
 
 
 def _key_chooser(condition: ConditionLike) -> Callable[[KeyedComponent], Optional[SecretKey]]:
@@ -111,12 +124,6 @@ class Protection:
         """Every keyed part of the targets (found afresh, so a rebuilt loader counts)."""
         return find_keyed_parts(*self.targets)
 
-    @property
-    def weight_encryption(self) -> Optional[KeyedComponent]:
-        """The part that encrypts the model's weights (its ``key`` seals checkpoints), or None."""
-        return next((part for part in self.parts
-                     if part.describe().get('type') == 'WeightEncryption'), None)
-
     def describe(self) -> Descriptor:
         """The non-secret descriptor: one entry per distinct part, sorted.
 
@@ -128,6 +135,104 @@ class Protection:
         """
         entries = {tuple(sorted(part.describe().items())) for part in self.parts}
         return [dict(entry) for entry in sorted(entries, key=repr)]
+
+    @property
+    def data_ciphers(self) -> List[ImageCipher]:
+        """The block ciphers of the pipelines and of the data preprocessor, in order found.
+
+        Each has ``block_size``, ``encrypt(img, key)`` and ``describe()``.
+        """
+        return [part for part in self.parts if isinstance(part, ImageCipher)]
+
+    @property
+    def permutations(self) -> List[FeaturePermutation]:
+        """The channel permutations of the models, in model order (``modules()``)."""
+        return [part for part in self.parts if isinstance(part, FeaturePermutation)]
+
+    @property
+    def points(self) -> List[str]:
+        """The resolved point paths of the permutations (``'backbone.layer1:output'``),
+        in model order."""
+        return [part.purpose for part in self.permutations]
+
+    @property
+    def unsized_points(self) -> List[str]:
+        """The points whose channel count (and so permutation) is known only after a forward."""
+        return [part.purpose for part in self.permutations if part.num_channels is None]
+
+    @property
+    def weight_encryption(self) -> Optional[KeyedWeights]:
+        """The models' weight encryption (its ``key``, ``allow_plaintext``), or None.
+
+        Raises:
+            ValueError: if the targets hold weight encryptions with different keys.
+        """
+        found = [part for part in self.parts if isinstance(part, KeyedWeights)]
+        if len({part.key.fingerprint for part in found}) > 1:
+            raise ValueError('the protected objects encrypt their weights with different keys '
+                             f'({", ".join(sorted(p.key.fingerprint for p in found))})')
+        return found[0] if found else None
+
+    @property
+    def keyed_modules(self) -> List[nn.Module]:
+        """The keyed parts that are modules of a model (run inside its forward or
+        preprocessing), in model order."""
+        return [part for part in self.parts if isinstance(part, nn.Module)]
+
+    def _pipeline_ciphers(self) -> List[ImageCipher]:
+        """The data ciphers that run in a data pipeline (not in a model)."""
+        return [c for c in self.data_ciphers if not isinstance(c, nn.Module)]
+
+    @property
+    def ciphers_replayable(self) -> bool:
+        """Whether a batch loaded with the pipelines *plain* can be encrypted afterwards.
+
+        True if every keyed pipeline step is a data cipher followed only by
+        packing (``PackSegInputs``, ``LoadAnnotations``): then
+        :meth:`encrypt_batch` on the loaded batch gives what the pipeline would
+        have given under the same condition.
+        """
+        for obj in walk_containers(*self.targets):
+            transforms = getattr(obj, '__dict__', {}).get('transforms')
+            if not isinstance(transforms, list):
+                continue
+            keyed = [i for i, t in enumerate(transforms) if isinstance(t, KeyedComponent)]
+            for t in transforms[keyed[0]:] if keyed else ():
+                if isinstance(t, KeyedComponent):
+                    if not isinstance(t, ImageCipher):
+                        return False
+                elif type(t).__name__ not in _IMAGE_SAFE_AFTER_CIPHER:
+                    return False
+        return True
+
+    def encrypt_batch(self, data_batch: Dict[str, Any], condition: ConditionLike
+                      ) -> Dict[str, Any]:
+        """A packed batch loaded with the pipelines plain, encrypted as under ``condition``.
+
+        Applies the key ``condition`` gives each pipeline cipher to the
+        ``(C, H, W)`` inputs, in pipeline order (see :attr:`ciphers_replayable`
+        for when this equals loading under the condition). Ciphers of a data
+        preprocessor are left to the model.
+
+        Args:
+            data_batch: ``inputs`` (list of ``(C, H, W)`` uint8 tensors) and ``data_samples``.
+            condition: as for :meth:`applied`.
+
+        Returns:
+            dict: a new batch; ``data_batch`` itself is the plain one if no cipher applies.
+        """
+        key_for = _key_chooser(condition)
+        keyed = [(cipher, key) for cipher in self._pipeline_ciphers()
+                 if (key := key_for(cipher)) is not None]
+        if not keyed:
+            return data_batch
+        inputs = []
+        for img in data_batch['inputs']:
+            array = img.numpy().transpose(1, 2, 0)
+            for cipher, key in keyed:
+                array = cipher.encrypt(array, key)
+            inputs.append(torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))))
+        return {**data_batch, 'inputs': inputs}
 
     @property
     def fingerprints(self) -> List[str]:
@@ -176,7 +281,7 @@ class Protection:
     def incorrect_keys(self, num: int, seed: int = 0) -> Tuple[List[SecretKey], int]:
         """``num`` incorrect keys whose derived tables differ from the correct key's and
         each other's, and how many drawn duplicates were rejected
-        (:func:`~mmseg_keyprotect.evaluation.conditions.draw_incorrect_keys`)."""
+        (:func:`~mmseg_keyprotect.protection.conditions.draw_incorrect_keys`)."""
         return draw_incorrect_keys(num, seed, self.parts)
 
     def conditions(self, correct: bool = True, plain: bool = True, incorrect: int = 0,
@@ -198,17 +303,8 @@ class Protection:
 
     def _config_nodes(self) -> List[Tuple[str, Any]]:
         """``(path, node)`` of every keyed node of the config."""
-        found: List[Tuple[str, Any]] = []
-
-        def walk(node: Any, path: str) -> None:
-            if keyed_role(node) is not None:
-                found.append((path, node))
-            items = node.items() if isinstance(node, Mapping) else \
-                enumerate(node) if isinstance(node, (list, tuple)) else ()
-            for name, value in items:
-                walk(value, f'{path}.{name}' if path else str(name))
-        walk(getattr(self.cfg, '_cfg_dict', self.cfg), '')
-        return found
+        return [(node.path, node.value) for node in walk_config(self.cfg)
+                if keyed_role(node.value) is not None]
 
     def pipeline_steps(self, loader: Optional[str] = None) -> List[Tuple[str, Any]]:
         """``(where, step config)`` of every keyed step in the config's data pipelines.

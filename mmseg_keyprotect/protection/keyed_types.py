@@ -7,10 +7,13 @@ builder (subclasses and aliases are found through their bases).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar
 
 from mmseg.registry import MODELS, TRANSFORMS
+
+from ..config_tree import DATALOADERS, thaw_tuples, walk_config
 
 __all__ = ['RemovedProtection', 'KeyedType', 'PipelineStep', 'PreprocessorCipher',
            'ProtectedSegmentor', 'ProtectedBuilder', 'Unsupported', 'KEYED_TYPES', 'keyed_type',
@@ -18,8 +21,6 @@ __all__ = ['RemovedProtection', 'KeyedType', 'PipelineStep', 'PreprocessorCipher
 
 T = TypeVar('T')
 
-#: The dataloaders of a config, in the order a runner builds them.
-DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
 @dataclass
@@ -212,16 +213,29 @@ def config_pipelines(cfg: Mapping[str, Any]) -> Iterator[Tuple[str, str, List[An
             yield loader, where, pipeline
 
 
-def strip_protection(node: Any, removed: RemovedProtection, path: str) -> Any:
-    """``node`` (a plain copy) with every registered keyed type removed, recursively."""
-    if isinstance(node, Mapping):
-        node = dict(node)
-        role = keyed_role(node)
-        if role is not None and not isinstance(role, PipelineStep):
-            node = role.strip(node, removed, path)
-            if isinstance(role, ProtectedBuilder):
-                return strip_protection(node, removed, path)
-        return {k: strip_protection(v, removed, f'{path}.{k}'.strip('.')) for k, v in node.items()}
-    if isinstance(node, (list, tuple)):
-        return type(node)(strip_protection(v, removed, f'{path}.{i}') for i, v in enumerate(node))
+def _strippable(node: Any) -> bool:
+    """Whether ``node`` is a keyed node that is rewritten (not removed from a pipeline)."""
+    role = keyed_role(node)
+    return role is not None and not isinstance(role, PipelineStep)
+
+
+def _strip(node: Any, removed: RemovedProtection, path: str) -> Any:
+    """``node`` rewritten by its role until it is no strippable keyed node (a builder
+    unwraps to its inner module, which may be keyed itself)."""
+    while _strippable(node):
+        node = keyed_role(node).strip(node, removed, path)
     return node
+
+
+def strip_protection(node: Any, removed: RemovedProtection, path: str) -> Any:
+    """A plain copy of ``node`` with every registered keyed type removed.
+
+    Pipeline steps are left where they are (they leave their pipelines).
+    """
+    tree = copy.deepcopy(node)
+    thaw_tuples(tree, lambda n: _strippable(n.value))
+    tree = _strip(tree, removed, path)
+    for item in walk_config(tree, path):
+        if item.parent is not None and _strippable(item.value):
+            item.parent[item.field] = _strip(item.value, removed, item.path)
+    return tree

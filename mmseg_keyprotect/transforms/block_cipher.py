@@ -30,7 +30,7 @@ import pyffx
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
-from ..keyed import KeyedComponent
+from ..keyed import ImageCipher
 from ..protection import PipelineStep, keyed_type
 from ..keys import KeySpec, SecretKey
 from .blocks import Shape, check_block_shape, gather_index, tile_over_blocks
@@ -42,7 +42,7 @@ _CACHE_SIZE = 8
 
 
 @keyed_type(PipelineStep())
-class BlockCipher(BaseTransform, KeyedComponent):
+class BlockCipher(BaseTransform, ImageCipher):
     """Base class: a keyed operation applied identically to every MxM block.
 
     Subclasses set :attr:`cipher_name` and :attr:`dtypes` and implement

@@ -13,8 +13,7 @@ from mmseg_keyprotect import Protection
 from mmseg_keyprotect.apis import (KeySetupError, evaluate_key_conditions, init_protected_model,
                                    protected_inferencer)
 from mmseg_keyprotect.engine import KeyProtectedRunner
-from mmseg_keyprotect.key_sources import replace_key_sources
-from mmseg_keyprotect.keys import SecretKey
+from mmseg_keyprotect.keys import SecretKey, replace_key_sources
 from mmseg_keyprotect.protection import KeyMismatchError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,6 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mmseg_keyprotect.evaluation import strategies as strategies_module
 from mmseg_keyprotect.protection import Protection
 from tests.unit.evaluation.test_prefix_cache import DEMO_CONFIG, KEY, POINTS
 
@@ -98,7 +97,7 @@ def test_single_pass_equals_one_pass_per_condition(tmp_path, data_root, protecti
                                                    monkeypatch):
     runner, fast = run_test(demo_cfg(tmp_path / 'fast', data_root, protection))
     assert runner.test_loop.prefix_fallback is None  # the prefix was replayed
-    monkeypatch.setattr(strategies_module, '_ciphers_applicable_after_loading', lambda _: False)
+    monkeypatch.setattr(Protection, 'ciphers_replayable', property(lambda self: False))
     _, slow = run_test(demo_cfg(tmp_path / 'slow', data_root, protection, share_prefix=False))
     assert fast == slow
     assert fast['correct/mIoU_per_image'] == slow['correct/mIoU_per_image']
@@ -149,7 +148,7 @@ def test_persistent_workers_see_every_condition(tmp_path, data_root, monkeypatch
     runner, fast = run_test(demo_cfg(tmp_path / 'fast', data_root, 'shf', num_workers=1,
                                      persistent=True))
     assert fast == reference
-    monkeypatch.setattr(strategies_module, '_ciphers_applicable_after_loading', lambda _: False)
+    monkeypatch.setattr(Protection, 'ciphers_replayable', property(lambda self: False))
     _, slow = run_test(demo_cfg(tmp_path / 'slow', data_root, 'shf', num_workers=1,
                                 persistent=True))
     assert slow == reference

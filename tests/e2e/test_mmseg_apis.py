@@ -15,7 +15,7 @@ from mmengine.config import Config
 from PIL import Image
 
 from mmseg_keyprotect.keys import SecretKey
-from mmseg_keyprotect.evaluation.conditions import KeyCondition
+from mmseg_keyprotect.protection.conditions import KeyCondition
 from mmseg_keyprotect.protection import Protection
 
 REPO = Path(__file__).resolve().parents[2]

@@ -32,11 +32,20 @@ EXEMPT = {
 }
 #: Unit test files that test across the package rather than one module of it.
 CROSS_CUTTING = {
-    'test_bad_input_matrix.py', 'test_determinism.py', 'test_import_side_effects.py',
-    'test_layout.py', 'test_no_key_leaks.py', 'test_private_imports.py', 'test_registry.py',
+    'configs/test_attack_configs.py',
+    'configs/test_feature_permutation_configs.py',
+    'configs/test_protocol_configs.py',
+    'configs/test_two_line_protection.py',
+    'test_bad_input_matrix.py',
+    'test_determinism.py',
+    'test_docs.py',
+    'test_import_side_effects.py',
+    'test_layout.py',
+    'test_no_key_leaks.py',
+    'test_package_boundaries.py',
+    'test_private_imports.py',
+    'test_registry.py',
     'test_secrecy.py',
-    'configs/test_attack_configs.py', 'configs/test_feature_permutation_configs.py',
-    'configs/test_protocol_configs.py', 'configs/test_two_line_protection.py',
 }
 
 
@@ -78,9 +87,9 @@ def test_the_patterns_find_the_e2e_tests_and_every_exemption_is_needed():
 
 
 def test_unit_tests_mirror_the_package():
-    assert mirrored('test_keys.py') and mirrored('evaluation/test_conditions.py')
+    assert mirrored('test_keys.py') and mirrored('protection/test_conditions.py')
     assert mirrored('models/test_data_preprocessor.py') and mirrored('tools/test_infer.py')
-    assert not mirrored('test_no_such_module.py') and not mirrored('engine/test_conditions.py')
+    assert not mirrored('test_no_such_module.py') and not mirrored('evaluation/test_conditions.py')
     unmatched = [rel for rel in unit_test_files() if not mirrored(rel) and rel not in CROSS_CUTTING]
     assert not unmatched, (f'{unmatched} mirror no module of mmseg_keyprotect/ (or tools/): '
                            'rename or move them, or list them in CROSS_CUTTING')

@@ -1,11 +1,14 @@
 """The protection object: parts, descriptor, one key switch, config views (no Runner)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose
+from mmseg.registry import TRANSFORMS
 
-from mmseg_keyprotect.evaluation.conditions import KeyCondition
+from mmseg_keyprotect.protection.conditions import KeyCondition
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.models import BlockCipherSegDataPreProcessor
 from mmseg_keyprotect.protection import (KEYED_TYPES, PipelineStep, Protection,
@@ -50,6 +53,68 @@ def test_one_switch_for_model_and_pipeline_and_apply_is_persistent(key):
     with pytest.raises(ValueError, match='key condition'):
         with protection.applied('sideways'):
             pass
+
+
+def test_parts_by_role(key):
+    model = encrypted_segmentor(key)
+    pipeline = Compose([BlockShuffle(block_size=2, key=key)])
+    preprocessor = BlockCipherSegDataPreProcessor(cipher=dict(type='BlockNegPos', block_size=2,
+                                                              key=key))
+    protection = Protection.of(model, pipeline, preprocessor)
+    assert [type(c).__name__ for c in protection.data_ciphers] == [
+        'BlockShuffle', 'BlockCipherSegDataPreProcessor']
+    assert protection.points == ['decode_head.conv_seg:input']
+    assert [p.purpose for p in protection.permutations] == protection.points
+    assert protection.unsized_points == ['decode_head.conv_seg:input']  # sized on first forward
+    assert protection.weight_encryption.key == key
+    assert not protection.weight_encryption.allow_plaintext
+    assert [type(m).__name__ for m in protection.keyed_modules] == [
+        'PointPermutation', 'BlockCipherSegDataPreProcessor']
+    unprotected = Protection.of(torch.nn.Conv2d(1, 1, 1))
+    assert unprotected.weight_encryption is None and unprotected.points == []
+    assert unprotected.data_ciphers == [] and unprotected.keyed_modules == []
+
+
+def test_weight_encryptions_with_two_keys_are_refused(key, other_key):
+    with pytest.raises(ValueError, match='different keys'):
+        Protection.of(encrypted_segmentor(key), encrypted_segmentor(other_key)).weight_encryption
+
+
+def test_encrypt_batch_is_loading_under_the_condition(key, other_key):
+    """A batch loaded plain, encrypted afterwards, equals the pipeline's output."""
+    shuffle, negpos = BlockShuffle(block_size=2, key=key), \
+        TRANSFORMS.build(dict(type='BlockNegPos', block_size=4, key=key))
+    pipeline = Compose([shuffle, negpos, dict(type='PackSegInputs')])
+    protection = Protection.of(pipeline)
+    assert protection.ciphers_replayable
+    img = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+
+    def load(condition):
+        with protection.applied(condition):
+            return pipeline(dict(img=img.copy(), img_shape=(8, 8), ori_shape=(8, 8)))['inputs']
+
+    plain = {'inputs': [load('plain')], 'data_samples': ['sample']}
+    for condition in ('correct', KeyCondition.incorrect(other_key), 'plain'):
+        batch = protection.encrypt_batch(plain, condition)
+        assert torch.equal(batch['inputs'][0], load(condition))
+        assert batch['data_samples'] == ['sample']
+    assert protection.encrypt_batch(plain, 'plain') is plain
+    assert not torch.equal(protection.encrypt_batch(plain, 'correct')['inputs'][0],
+                           plain['inputs'][0])
+    # a preprocessor's cipher is left to the model
+    preprocessor = BlockCipherSegDataPreProcessor(cipher=dict(type='BlockShuffle', block_size=2,
+                                                              key=key))
+    assert Protection.of(preprocessor).encrypt_batch(plain, 'correct') is plain
+
+
+def test_ciphers_are_replayable_only_when_followed_by_packing(key):
+    def replayable(*transforms):
+        return Protection.of(Compose(list(transforms))).ciphers_replayable
+
+    cipher = dict(type='BlockShuffle', block_size=2, key=key)
+    assert replayable(dict(type='LoadAnnotations'), cipher, dict(type='PackSegInputs'))
+    assert not replayable(cipher, dict(type='RandomFlip', prob=0.5), dict(type='PackSegInputs'))
+    assert replayable(dict(type='RandomFlip', prob=0.5), cipher, dict(type='PackSegInputs'))
 
 
 def test_pipeline_and_preprocessor_cipher_describe_alike(key):

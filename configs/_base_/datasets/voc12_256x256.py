@@ -29,7 +29,7 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
-# The split lists ship with the configs (tools/make_voc_splits.py made them from VOC's
+# The split lists ship with the configs (tools/dev/make_voc_splits.py made them from VOC's
 # ImageSets/Segmentation/train.txt); {{fileDirname}} is this file's folder, so the path
 # is absolute and works from any working directory. The test set is VOC's own val list.
 train_dataloader = dict(

@@ -1,5 +1,5 @@
 # Base of the block-encryption configs (paper 1; paper 2 Table II): the baseline protocol,
-# evaluated under key conditions. The children (tools/make_configs.py writes them) put one
+# evaluated under key conditions. The children (tools/dev/make_configs.py writes them) put one
 # keyed block cipher in each pipeline, after the geometric augmentation and before
 # PackSegInputs, always at the same index, so --cfg-options can reach it:
 #   train_dataloader.dataset.pipeline.5  (train, 256x256 random resized crop + flip)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from mmseg_keyprotect.datasets.synthetic import PALETTE
 from mmseg_keyprotect.keys import SecretKey
-from mmseg_keyprotect.evaluation.conditions import KeyCondition, make_conditions
+from mmseg_keyprotect.protection.conditions import KeyCondition, make_conditions
 from mmseg_keyprotect.protection import Protection
 
 REPO = Path(__file__).resolve().parents[3]

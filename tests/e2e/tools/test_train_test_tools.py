@@ -33,10 +33,14 @@ def test_train_then_test_a_checkpoint(tmp_path: Path, tiny_run_overrides: Dict[s
 
     _run('tools/test.py', CONFIG, checkpoint, '--work-dir', test_dir,
          *_cfg_options(tiny_run_overrides))
-    # mmseg's test.py leaves the metrics in work_dir/TIMESTAMP/TIMESTAMP.json.
+    # mmseg's test.py leaves the metrics in work_dir/TIMESTAMP/TIMESTAMP.json; the demo
+    # configs test under key conditions (an unprotected model: the correct condition only).
     results = [json.loads(p.read_text()) for p in test_dir.glob('*/*.json')]
     assert len(results) == 1
-    assert 0.0 <= results[0]['mIoU'] <= 100.0
+    assert 0.0 <= results[0]['correct/mIoU'] <= 100.0
+    assert not any(k.startswith(('plain/', 'incorrect/')) for k in results[0])
+    report = json.loads((test_dir / 'key_conditions.json').read_text())
+    assert report['summary']['correct']['mIoU'] == results[0]['correct/mIoU']
 
 
 def test_dist_train_two_cpu_processes(tmp_path: Path, tiny_run_overrides: Dict[str, Any]):

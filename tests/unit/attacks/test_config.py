@@ -8,7 +8,7 @@ from mmengine.config import Config
 
 from mmseg_keyprotect.attacks import AttackSpec, attack_runner_config
 from mmseg_keyprotect.attacks.config import subset_indices
-from mmseg_keyprotect.key_sources import find_key_sources
+from mmseg_keyprotect.keys import find_key_sources
 from mmseg_keyprotect.protection import Protection
 
 DEMO = Path(__file__).resolve().parents[3] / 'configs' / 'demo'

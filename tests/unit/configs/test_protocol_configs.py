@@ -59,8 +59,8 @@ NUM_GPUS = 8
 
 
 def _tool(name: str) -> ModuleType:
-    """Import ``tools/{name}.py`` as a module."""
-    spec = importlib.util.spec_from_file_location(name, REPO / 'tools' / f'{name}.py')
+    """Import ``tools/dev/{name}.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / 'tools' / 'dev' / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -90,7 +90,7 @@ def load(name: str) -> Config:
 
 
 @pytest.fixture(scope='module')
-def test_key() -> SecretKey:
+def model_key() -> SecretKey:
     """The key every model and transform of this module is built with."""
     return SecretKey.generate()
 
@@ -113,12 +113,12 @@ def on_cpu(cfg: Any, key: SecretKey) -> Any:
 
 
 @pytest.fixture(scope='module')
-def build_model(test_key):
+def build_model(model_key):
     """Build a config's model on the CPU; configs with the same model share one build."""
     built: Dict[str, torch.nn.Module] = {}
 
     def build(name: str) -> torch.nn.Module:
-        model_cfg = on_cpu(load(name).model.to_dict(), test_key)
+        model_cfg = on_cpu(load(name).model.to_dict(), model_key)
         text = repr(model_cfg)
         if text not in built:
             built[text] = MODELS.build(model_cfg).eval()
@@ -266,7 +266,7 @@ def cfg_options(*items: str) -> Dict[str, Any]:
     return parser.parse_args(['--cfg-options', *items]).cfg_options
 
 
-def test_cfg_options_change_block_size_and_cipher(test_key):
+def test_cfg_options_change_block_size_and_cipher(model_key):
     cfg = copy.deepcopy(load('block_encryption/fcn_r50-d8_shf-b4_100e_voc12-256x256.py'))
     places = (('train_dataloader', TRAIN_INDEX), ('val_dataloader', TEST_INDEX),
               ('test_dataloader', TEST_INDEX))
@@ -274,14 +274,14 @@ def test_cfg_options_change_block_size_and_cipher(test_key):
                                       for loader, index in places
                                       for field in ('type=BlockNegPos', 'block_size=8'))))
     for loader, index in places:
-        cipher = TRANSFORMS.build(on_cpu(cfg[loader].dataset.pipeline[index].to_dict(), test_key))
+        cipher = TRANSFORMS.build(on_cpu(cfg[loader].dataset.pipeline[index].to_dict(), model_key))
         assert isinstance(cipher, BlockNegPos) and cipher.block_size == 8
 
 
-def test_cfg_options_change_the_point(test_key):
+def test_cfg_options_change_the_point(model_key):
     cfg = copy.deepcopy(load(PERM_CONFIGS[-1]))
     cfg.merge_from_dict(cfg_options("model.protection.points=['backbone.layer2']"))
-    model = MODELS.build(on_cpu(cfg.model.to_dict(), test_key))
+    model = MODELS.build(on_cpu(cfg.model.to_dict(), model_key))
     purposes = [m.purpose for m in model.modules() if isinstance(m, ChannelPermutation)]
     assert purposes == ['backbone.layer2:output']
 
@@ -332,8 +332,8 @@ def voc_300x200(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize('name', ['block_encryption/fcn_r50-d8_shf-b4_100e_voc12-256x256.py',
                                   'block_encryption/fcn_r50-d8_ffx-b256_100e_voc12-256x256.py'])
-def test_real_pipelines_encrypt_256x256_inputs(name, voc_300x200, test_key, monkeypatch):
-    monkeypatch.setenv('KP_KEY', test_key.export_hex())
+def test_real_pipelines_encrypt_256x256_inputs(name, voc_300x200, model_key, monkeypatch):
+    monkeypatch.setenv('KP_KEY', model_key.export_hex())
     cfg = load(name)
     for loader, index, split in (('train_dataloader', TRAIN_INDEX, 'train'),
                                  ('test_dataloader', TEST_INDEX, 'val')):
@@ -342,14 +342,14 @@ def test_real_pipelines_encrypt_256x256_inputs(name, voc_300x200, test_key, monk
         cipher = dataset.pipeline.transforms[index]
         assert isinstance(cipher, BlockCipher)
         outputs = {}
-        for condition, key in (('encrypted', test_key), ('plain', None)):
+        for condition, key in (('encrypted', model_key), ('plain', None)):
             cipher.use_key(key)
             np.random.seed(0)  # the same random resized crop and flip for both
             outputs[condition] = dataset[0]
         encrypted, plain = (outputs[c]['inputs'] for c in ('encrypted', 'plain'))
         assert encrypted.shape == plain.shape == (3, 256, 256)
         assert not torch.equal(encrypted, plain)
-        expected = cipher.encrypt(plain.numpy().transpose(1, 2, 0), test_key)
+        expected = cipher.encrypt(plain.numpy().transpose(1, 2, 0), model_key)
         np.testing.assert_array_equal(encrypted.numpy().transpose(1, 2, 0), expected)
         sample = outputs['encrypted']['data_samples']
         assert sample.img_shape == (256, 256) and sample.ori_shape == (200, 300)

@@ -17,7 +17,7 @@ from torch import nn
 
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.models import ChannelPermutation
-from mmseg_keyprotect.evaluation.conditions import KeyCondition
+from mmseg_keyprotect.protection.conditions import KeyCondition
 from mmseg_keyprotect.evaluation.prefix_cache import KeyIndependentPrefix
 from mmseg_keyprotect.protection import Protection
 

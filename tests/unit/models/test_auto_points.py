@@ -11,7 +11,7 @@ from torch import nn
 from mmseg_keyprotect.models import auto_points
 from mmseg_keyprotect.models.auto_points import (HeadInfo, ModelTrace, ModuleCall, backbone_stage_points, classifier_input_points, resolve_points, trace_segmentor)
 from mmseg_keyprotect.models.points import POINTS_ATTR, PointSpec
-from mmseg_keyprotect.evaluation.conditions import KeyCondition, make_conditions
+from mmseg_keyprotect.protection.conditions import KeyCondition, make_conditions
 from mmseg_keyprotect.protection import Protection
 
 BN = dict(type='BN')

@@ -1,4 +1,4 @@
-"""Batched torch ciphers and BlockCipherSegDataPreProcessor against the numpy pipeline ciphers."""
+"""BlockCipherSegDataPreProcessor against the numpy pipeline ciphers and SegDataPreProcessor."""
 from __future__ import annotations
 
 import copy
@@ -16,26 +16,15 @@ from mmseg.structures import SegDataSample
 
 from mmseg_keyprotect.protection import check_protection
 from mmseg_keyprotect.keys import SecretKey
-from mmseg_keyprotect.models import BatchedBlockCipher, BlockCipherSegDataPreProcessor
-from mmseg_keyprotect.models.batched_ciphers import hwc_to_chw_index
-from mmseg_keyprotect.transforms.blocks import gather_index
-from mmseg_keyprotect.evaluation.conditions import KeyCondition
+from mmseg_keyprotect.models import BlockCipherSegDataPreProcessor
+from mmseg_keyprotect.protection.conditions import KeyCondition
 from mmseg_keyprotect.evaluation.prefix_cache import KeyIndependentPrefix
 from mmseg_keyprotect.protection import Protection
 from tests.unit.evaluation.test_prefix_cache import DEMO_CONFIG
+from tests.unit.models.test_batched_ciphers import images, packed
 
 CIPHERS = ['BlockShuffle', 'BlockNegPos', 'BlockFFX']
 NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
-
-
-def images(n: int = 5, shape=(16, 24, 3), seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (n, *shape), dtype=np.uint8)
-
-
-def packed(imgs) -> list:
-    """What PackSegInputs hands the preprocessor: (C, H, W) tensors."""
-    return [torch.from_numpy(np.ascontiguousarray(np.asarray(i).transpose(2, 0, 1)))
-            for i in imgs]
 
 
 def batch(imgs) -> dict:
@@ -49,52 +38,6 @@ def batch(imgs) -> dict:
 def preprocessor(cipher: str, key, block_size: int = 4, **kwargs) -> BlockCipherSegDataPreProcessor:
     return MODELS.build(dict(type='BlockCipherSegDataPreProcessor', **{**NORM, **kwargs},
                              cipher=dict(type=cipher, block_size=block_size, key=key)))
-
-
-@pytest.mark.parametrize('block_size', [1, 2, 4, 8])
-def test_hwc_to_chw_index_matches_a_transpose(block_size):
-    shape = (8, 16, 3)
-    perm = np.random.default_rng(block_size).permutation(block_size**2 * 3)
-    index = gather_index(perm, shape, block_size)
-    img = np.arange(np.prod(shape)).reshape(shape)
-    expected = img.reshape(-1)[index].reshape(shape).transpose(2, 0, 1).reshape(-1)
-    chw = img.transpose(2, 0, 1).reshape(-1)
-    assert np.array_equal(chw[hwc_to_chw_index(index, shape)], expected)
-
-
-@pytest.mark.parametrize('name', CIPHERS)
-@pytest.mark.parametrize('block_size', [2, 4, 8])
-def test_batched_cipher_equals_the_pipeline_transform(name, block_size, key):
-    transform = TRANSFORMS.build(dict(type=name, block_size=block_size, key=key))
-    imgs = images()
-    expected = np.stack([transform(dict(img=i.copy()))['img'] for i in imgs])
-    out = BatchedBlockCipher(transform).encrypt(torch.stack(packed(imgs)), key)
-    assert out.dtype == torch.from_numpy(expected).dtype
-    got = out.numpy().transpose(0, 2, 3, 1)
-    if name == 'BlockFFX':
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
-    else:
-        assert np.array_equal(got, expected)  # bit-identical
-
-
-@pytest.mark.parametrize('mode', ['keyed', 'paper'])
-def test_batched_ffx_is_bit_identical_in_both_modes(mode, key, other_key):
-    transform = TRANSFORMS.build(dict(type='BlockFFX', block_size=4, key=key, mode=mode))
-    imgs = images()
-    batched = BatchedBlockCipher(transform)
-    for k in (key, other_key):
-        expected = np.stack([transform.encrypt(i, k) for i in imgs])
-        got = batched.encrypt(torch.stack(packed(imgs)), k).numpy().transpose(0, 2, 3, 1)
-        assert np.array_equal(got, expected)
-
-
-@pytest.mark.parametrize('name', ['BlockShuffle', 'BlockNegPos'])
-def test_float_batches_equal_the_pipeline_transform(name, key):
-    transform = TRANSFORMS.build(dict(type=name, block_size=4, key=key))
-    imgs = images().astype(np.float32) * np.float32(0.75)
-    expected = np.stack([transform.encrypt(i) for i in imgs])
-    out = BatchedBlockCipher(transform).encrypt(torch.stack(packed(imgs)), key)
-    assert np.array_equal(out.numpy().transpose(0, 2, 3, 1), expected)
 
 
 @pytest.mark.parametrize('name', CIPHERS)

@@ -28,3 +28,17 @@ def test_demo_selects_on_val_and_reports_on_a_disjoint_test_split(tmp_path):
         assert val and test and not set(val) & set(test)
         assert cfg.default_hooks.checkpoint.save_best == 'mIoU'  # selection on val
     assert demo.threads_per_job(3, 2) == 1 and demo.threads_per_job(1, 2) == 2
+
+
+def test_every_demo_config_tests_on_the_reported_split_without_overrides():
+    """``tools/test.py configs/demo/X.py CKPT`` alone gives the README's numbers: the test
+    split and the key-condition loop with 100 incorrect keys come from the config."""
+    from mmengine.config import Config
+    configs = sorted((REPO / 'configs' / 'demo').glob('*.py'))
+    assert len(configs) >= 10
+    for config in configs:
+        cfg = Config.fromfile(str(config))
+        assert cfg.test_dataloader.dataset.ann_file == 'ImageSets/Segmentation/test.txt', config
+        assert cfg.val_dataloader.dataset.ann_file == 'ImageSets/Segmentation/val.txt', config
+        assert cfg.test_cfg.type == 'KeyConditionTestLoop', config
+        assert cfg.test_cfg.incorrect == 100 and cfg.test_cfg.seed == 0, config

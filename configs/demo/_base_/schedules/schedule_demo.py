@@ -10,7 +10,8 @@ param_scheduler = [
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
 val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
+# Every demo model is tested under the key conditions (an unprotected one: correct only).
+test_cfg = dict(type='KeyConditionTestLoop', incorrect=100, seed=0)
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),

@@ -9,13 +9,11 @@ unprotected model are printed as a markdown table.
 
 Usage:
     python tools/benchmark.py permutation [--size 256] [--batch 2] [--repeats 5]
-    python tools/bench_permutation.py [--size 256] [--batch 2] [--repeats 5] [--device cuda]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
@@ -23,10 +21,10 @@ import torch
 from torch import nn
 
 
-from benchmark import interleaved_times, machine_line  # noqa: E402
+from bench.common import interleaved_times, machine_line
 from mmseg_keyprotect.protection import Protection
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs' / 'feature_permutation'
+CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs' / 'feature_permutation'
 M1, M6 = (f'fcn_r50-d8_perm-m{m}_100e_voc12-256x256.py' for m in (1, 6))
 # variant -> (config, protected?); the unprotected model is Model-6's without protection.
 VARIANTS = {
@@ -133,7 +131,7 @@ def permutation_op_step(model: nn.Module, inputs: torch.Tensor, samples: List[An
     return step
 
 
-def bench_permutation(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     """Forward+backward time of FCN-R50-D8 with and without the Model-1/Model-6 permutation.
 
     Args:
@@ -166,17 +164,10 @@ def bench_permutation(args: argparse.Namespace) -> None:
               f'{min(t) / base_min:.3f} | {1e3 * op:.3f} | {1 + op / base_median:.5f} |')
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``permutation`` subcommand's options."""
     parser.add_argument('--size', type=int, default=256)
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: auto)')
-    return parser.parse_args(argv)
-
-
-if __name__ == '__main__':
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        bench_permutation(parse_args())

@@ -22,6 +22,13 @@ from typing import Any, Dict
 
 import torch
 
+from bench.common import interleaved_times, machine_line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``checkpoint`` subcommand's options."""
+    parser.add_argument('--repeats', type=int, default=5)
+
 
 def _fcn_r50(protected: bool) -> 'tuple[torch.nn.Module, torch.optim.Optimizer]':
     import mmseg
@@ -47,7 +54,7 @@ def _fcn_r50(protected: bool) -> 'tuple[torch.nn.Module, torch.optim.Optimizer]'
     return model, optimizer
 
 
-def bench_checkpoint(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     """Sealed vs plain checkpoint save and load time (FCN-R50-D8 + SGD state)."""
     from mmengine.registry import init_default_scope
     from mmengine.runner import CheckpointLoader
@@ -57,7 +64,6 @@ def bench_checkpoint(args: argparse.Namespace) -> None:
                                              release_seal_buffers, seal_file, sealing,
                                              verify_file)
     from mmseg_keyprotect.protection import Protection
-    from benchmark import interleaved_times, machine_line
 
     init_default_scope('mmseg')
     install_safe_loaders()  # as a protected run's loads go (KeyProtectedRunner, compat)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
@@ -33,10 +32,10 @@ import numpy as np
 import torch
 
 
-from benchmark import interleaved_times, machine_line  # noqa: E402
+from bench.common import interleaved_times, machine_line
 from mmseg_keyprotect.protection import Protection
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / 'configs' / 'demo'
 CIPHERS = ('BlockShuffle', 'BlockNegPos', 'BlockFFX')
 TRAIN_VARIANTS = {
@@ -64,7 +63,7 @@ def _images(n: int, size: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
-def bench_ciphers(args: argparse.Namespace, key: Any, device: torch.device) -> None:
+def table_ciphers(args: argparse.Namespace, key: Any, device: torch.device) -> None:
     """Numpy per-image transforms vs the batched torch cipher vs a plain copy, one batch."""
     imgs = _images(args.batch, args.size)
     x = torch.from_numpy(np.ascontiguousarray(imgs.transpose(0, 3, 1, 2))).to(device)
@@ -125,7 +124,7 @@ def _train_cfg(name: str, config: str, key_file: str, data_root: str, size: int,
     return cfg
 
 
-def bench_training(args: argparse.Namespace, key_file: str, data_root: str,
+def table_training(args: argparse.Namespace, key_file: str, data_root: str,
                    device: torch.device) -> None:
     """Training iterations/s: unprotected vs cipher in pipeline / preprocessor vs Model-6."""
     from mmengine.optim import OptimWrapper
@@ -185,7 +184,7 @@ def bench_training(args: argparse.Namespace, key_file: str, data_root: str,
           f'{1 / (1 + alone / step_time):.4f}\n')
 
 
-def bench_scaling(args: argparse.Namespace, key: Any, device: torch.device) -> None:
+def table_scaling(args: argparse.Namespace, key: Any, device: torch.device) -> None:
     """Batched torch cipher time against image size, block size and batch size."""
     rows = ([(s, 4, 8) for s in (64, 128, 256, 512)] + [(256, m, 8) for m in (2, 16, 64)]
             + [(256, 4, n) for n in (1, 32)])
@@ -219,9 +218,9 @@ def bench_scaling(args: argparse.Namespace, key: Any, device: torch.device) -> N
     print()
 
 
-def bench_share(args: argparse.Namespace, key: Any, device: torch.device) -> None:
+def table_share(args: argparse.Namespace, key: Any, device: torch.device) -> None:
     """The preprocessor cipher's share of an FCN-R50-D8 training step."""
-    from bench_permutation import build_variants, make_batch, train_step
+    from bench.permutation import build_variants, make_batch, train_step
 
     model = build_variants(device)['unprotected']
     inputs, samples = make_batch(args.share_batch, args.share_size, device)
@@ -249,7 +248,7 @@ def bench_share(args: argparse.Namespace, key: Any, device: torch.device) -> Non
     print()
 
 
-def bench_throughput(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     """Run the throughput tables (see the module docstring)."""
     import mmseg_keyprotect  # noqa: F401  (registers the components)
     from mmengine.registry import init_default_scope
@@ -266,16 +265,16 @@ def bench_throughput(args: argparse.Namespace) -> None:
     print(f'## throughput\n\nMachine: {machine_line()}, device {device}\n')
     parts: List[str] = args.parts
     if 'ciphers' in parts:
-        bench_ciphers(args, key, device)
+        table_ciphers(args, key, device)
     if 'training' in parts:
         data_root = str(make_synthetic_voc(tmp / 'voc', num_train=4 * args.train_batch,
                                            num_val=1,
                                            image_size=(args.train_size, args.train_size)))
-        bench_training(args, key_file, data_root, device)
+        table_training(args, key_file, data_root, device)
     if 'scaling' in parts:
-        bench_scaling(args, key, device)
+        table_scaling(args, key, device)
     if args.share:
-        bench_share(args, key, device)
+        table_share(args, key, device)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -300,10 +299,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--share-size', type=int, default=256)
     parser.add_argument('--share-repeats', type=int, default=5)
 
-
-if __name__ == '__main__':
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        bench_throughput(parser.parse_args())

@@ -11,9 +11,9 @@ each list is written sorted, one name per line, as VOC's own lists are.
 The lists it wrote with the defaults ship in ``configs/_base_/splits/`` and
 the protocol configs read them from there::
 
-    python tools/make_voc_splits.py            # from data/VOCdevkit/VOC2012/...
-    python tools/make_voc_splits.py --check    # do the shipped lists match your VOC copy?
-    python tools/make_voc_splits.py --train-list PATH --out-dir DIR
+    python tools/dev/make_voc_splits.py            # from data/VOCdevkit/VOC2012/...
+    python tools/dev/make_voc_splits.py --check    # do the shipped lists match your VOC copy?
+    python tools/dev/make_voc_splits.py --train-list PATH --out-dir DIR
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import hashlib
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TRAIN_LIST = Path('data/VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt')
 DEFAULT_OUT_DIR = REPO / 'configs' / '_base_' / 'splits'
 NUM_TRAIN_IMAGES = 1464  # VOC2012 ImageSets/Segmentation/train.txt

@@ -9,7 +9,7 @@ from torch import nn
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.models import ChannelPermutation
 from mmseg_keyprotect.transforms import BlockNegPos, BlockShuffle
-from mmseg_keyprotect.evaluation.conditions import KeyCondition, make_conditions
+from mmseg_keyprotect.protection.conditions import KeyCondition, make_conditions
 from mmseg_keyprotect.protection import Protection
 
 
@@ -121,7 +121,7 @@ def _masks(cipher, keys):
 
 def test_incorrect_keys_derive_distinct_np_masks(key):
     """NP with 2x2x3 blocks has only C(12, 6) = 924 masks: byte-distinct keys collide."""
-    from mmseg_keyprotect.evaluation.conditions import draw_incorrect_keys
+    from mmseg_keyprotect.protection.conditions import draw_incorrect_keys
     negpos = BlockNegPos(block_size=2, key=key, num_channels=3)
     unchecked, rejected = draw_incorrect_keys(100, seed=0)
     assert rejected == 0
@@ -142,7 +142,7 @@ def test_incorrect_keys_derive_distinct_np_masks(key):
 
 
 def test_incorrect_keys_differ_for_every_component(key):
-    from mmseg_keyprotect.evaluation.conditions import draw_incorrect_keys
+    from mmseg_keyprotect.protection.conditions import draw_incorrect_keys
     from mmseg_keyprotect.transforms import BlockFFX
     components = [ChannelPermutation(3, key, 'point'),  # 3! = 6 orders
                   BlockFFX(block_size=2, key=key, num_channels=1, mode='paper')]

@@ -12,7 +12,10 @@
   for a model with ``encrypt_weights``, authenticates the stored protection
   descriptor (an HMAC under the key) and refuses a checkpoint of another key,
   an edited descriptor or, unless allowed, an unsealed (plaintext) checkpoint;
-  compares the descriptor with the model and dataloaders being run
+  checks the file against its manifest (:func:`~mmseg_keyprotect.checkpoint.verify_file`;
+  a file of the previous version only warns) and, on ``--resume``, against the
+  work_dir's rollback record; compares the descriptor with the model and
+  dataloaders being run
   (:class:`~mmseg_keyprotect.protection.ProtectionMismatchError`); then
   opens the sealed optimizer state and every other sealed entry, all before
   mmengine copies a weight (the model's own ``state_dict`` is opened by the
@@ -22,12 +25,14 @@
 hook added, e.g. ``EMAHook``'s ``ema_state_dict``)
 
 * ``before_save_checkpoint``: with ``encrypt_weights``, stores the HMAC of
-  the protection descriptor and seals every tensor of the checkpoint
-  (:mod:`~mmseg_keyprotect.checkpoint`): the model's
+  the protection descriptor, seals every tensor and numpy array of the
+  checkpoint (:func:`~mmseg_keyprotect.checkpoint.seal_file`): the model's
   ``state_dict`` (and its copy inside EMA/averaged models) as model groups,
-  the optimizer state and any other entry as tree groups;
+  ``meta``, the optimizer state and any other entry as tree groups; writes
+  the manifest and raises the run's iteration in the rollback record;
 * ``before_train``: tells an ``encrypt_weights`` model that its checkpoints
-  will be sealed; such a model refuses to train otherwise.
+  will be sealed (such a model refuses to train otherwise), moves behind every
+  other hook and gives the run its identity.
 
 :func:`register_protection_hook` adds both. The key-condition loops and
 :class:`~mmseg_keyprotect.engine.runner.KeyProtectedRunner` call it, so

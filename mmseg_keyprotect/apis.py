@@ -12,7 +12,7 @@ protected model needs:
   run plain (or under an incorrect key drawn from ``seed``), and weights sealed
   with the key load as they are stored — what a holder of the checkpoint alone gets;
 * checkpoints load through the weights-only loaders
-  (:func:`~mmseg_keyprotect.engine.checkpoint.install_safe_loaders`).
+  (:func:`~mmseg_keyprotect.checkpoint.install_safe_loaders`).
 
 Example:
     >>> model = init_protected_model('configs/demo/fcn_r18-d8_perm-m1to6-encw_demo.py',
@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -33,19 +34,17 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from torch import nn
 
-from .engine.checkpoint import install_safe_loaders
+from .checkpoint import META_KEY, install_safe_loaders, save_atomically, seal_file, sealing
 from .keys import (COMPONENT_FIELDS, KeyLike, SecretKey, key_from, replace_key_sources,
                    resolve_key_sources)
 from .protection import KeyCondition, Protection, check_key_fingerprints
 
 __all__ = ['KeySetupError', 'CONDITIONS', 'load_config', 'prepare_keys', 'check_checkpoint_key',
            'init_protected_model', 'protected_inferencer', 'evaluate_key_conditions',
-           'checkpoint_protection', 'META_KEY']
+           'checkpoint_protection', 'export_sealed', 'META_KEY']
 
 #: The key conditions a model can be loaded under.
 CONDITIONS = ('correct', 'plain', 'incorrect')
-#: Field of ``checkpoint['meta']`` holding the protection descriptor.
-META_KEY = 'key_protection'
 
 ConfigLike = Union[str, Path, Config]
 
@@ -196,6 +195,38 @@ def init_protected_model(config: ConfigLike, checkpoint: Optional[str] = None,
     protection = Protection.of(model)
     protection.apply(_condition(protection, condition, seed))
     return model
+
+
+def export_sealed(model: nn.Module, path: Union[str, Path]) -> Path:
+    """Write ``model``'s weights for deployment: the one blessed export of a protected model.
+
+    The file is a sealed checkpoint (``meta`` with the protection descriptor and
+    the manifest, ``state_dict`` sealed with the model's weight-encryption key),
+    written atomically; :func:`init_protected_model` (or ``tools/infer.py``)
+    loads it with the config and the key. Nothing in it is clear: unlike
+    ``torch.save(model.state_dict())``, ``torch.jit``, ``torch.export`` or ONNX
+    (which hold the clear model and the key's permutations; see
+    ``docs/security.md``).
+
+    Args:
+        model: a built protected model with ``encrypt_weights=True``.
+        path: the file to write (replaced if it exists).
+
+    Returns:
+        Path: ``path``.
+
+    Raises:
+        ValueError: if ``model`` does not encrypt its weights.
+    """
+    encryption = Protection.of(model).weight_encryption
+    if encryption is None:
+        raise ValueError(f'{type(model).__name__} does not encrypt its weights: export_sealed '
+                         'needs protection.encrypt_weights=True')
+    with sealing():
+        checkpoint = {'meta': {'iter': None}, 'state_dict': model.state_dict()}
+    seal_file(checkpoint, model, encryption.key, run=f'export-{secrets.token_hex(8)}')
+    save_atomically(checkpoint, path)
+    return Path(path)
 
 
 def protected_inferencer(config: ConfigLike, checkpoint: str, key: Optional[KeyLike] = None,

@@ -4,7 +4,7 @@ Importing :mod:`mmseg_keyprotect` only registers components. Importing this
 module also
 
 * replaces the loader of every scheme of mmengine's ``CheckpointLoader`` with
-  the weights-only loaders of :mod:`mmseg_keyprotect.engine.checkpoint`
+  the weights-only loaders of :mod:`mmseg_keyprotect.checkpoint.safe_load`
   (mmengine cannot load its own checkpoints on torch >= 2.6 otherwise, and must
   not fall back to unpickling arbitrary files);
 * makes mmengine's ``--launcher pytorch`` work on CPU-only machines
@@ -21,8 +21,7 @@ The plugin's runner, hooks, loops and :mod:`mmseg_keyprotect.apis` install the
 loaders themselves, and :class:`~mmseg_keyprotect.engine.runner.KeyProtectedRunner`
 starts CPU process groups without patching anything. :func:`uninstall` undoes both.
 """
-from .engine.checkpoint import (install_safe_loaders, safe_loaders_installed,
-                                uninstall_safe_loaders)
+from .checkpoint import install_safe_loaders, safe_loaders_installed, uninstall_safe_loaders
 from .engine.launcher import (cpu_launcher_installed, install_cpu_launcher,
                               uninstall_cpu_launcher)
 

@@ -12,7 +12,7 @@ from mmengine.runner import CheckpointLoader
 import mmseg_keyprotect  # noqa: F401  (registers every component)
 import mmseg_keyprotect.compat  # noqa: F401  (tests load mmengine checkpoints by hand)
 from mmseg_keyprotect.datasets import make_synthetic_voc
-from mmseg_keyprotect.engine.checkpoint import safe_torch_load
+from mmseg_keyprotect.checkpoint import safe_torch_load
 from mmseg_keyprotect.keys import SecretKey, WeakKeyWarning
 
 #: The key file the demo configs name, relative to the working directory.
@@ -97,7 +97,7 @@ def tiny_run_overrides(synthetic_voc: Path) -> Dict[str, Any]:
 def _load(request):
     """Load through mmengine's local scheme, or through the torch < 2.5 path (forced).
 
-    Used by ``tests/unit/engine/test_checkpoint.py`` and ``tests/e2e/test_runner_checkpoints.py``.
+    Used by ``tests/unit/checkpoint/test_safe_load.py`` and ``tests/e2e/test_runner_checkpoints.py``.
     """
     if request.param == 'weights_only':
         return lambda path: CheckpointLoader.load_checkpoint(str(path), map_location='cpu')

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List
 
-from mmseg_keyprotect.engine.checkpoint import find_checkpoint
+from mmseg_keyprotect.checkpoint import find_checkpoint
 from mmseg_keyprotect.evaluation.reports import models_table, write_report
 
 REPO = Path(__file__).resolve().parents[1]

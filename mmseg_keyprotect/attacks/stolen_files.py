@@ -27,7 +27,7 @@ from mmseg.registry import MODELS
 from scipy.stats import rankdata
 from torch import Tensor
 
-from ..engine.hooks import META_KEY, open_checkpoint, tensors_with_paths
+from ..checkpoint import META_KEY, open_checkpoint, tensors_with_paths
 from ..protection import Protection
 
 __all__ = ['momentum_init', 'correlation_audit', 'owner_reference', 'rank_correlation',
@@ -93,9 +93,9 @@ def owner_reference(config: str, checkpoint: str) -> Dict[str, Tensor]:
     model = init_model(config, checkpoint, device='cpu')
     reference = {f'model/{k}': v for k, v in model.state_dict().items()}
     stolen = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-    weights = Protection.of(model).weight_encryption
-    if weights is not None:
-        open_checkpoint(stolen, weights.key, stolen['meta'][META_KEY])
+    encryption = Protection.of(model).weight_encryption
+    if encryption is not None:
+        open_checkpoint(stolen, encryption.key, stolen['meta'][META_KEY])
     reference.update({f'optimizer{path}': t for path, t in tensors_of(stolen.get('optimizer'))})
     reference.update({f'param/{i}': p.detach() for i, p in enumerate(model.parameters())})
     return reference

@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from mmengine.config import Config
 
-from ..engine.checkpoint import find_checkpoint
+from ..checkpoint import find_checkpoint
 from .config import AttackSpec
 from .runner import run_attack, true_permutations
 

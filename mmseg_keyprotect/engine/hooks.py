@@ -12,7 +12,10 @@
   for a model with ``encrypt_weights``, authenticates the stored protection
   descriptor (an HMAC under the key) and refuses a checkpoint of another key,
   an edited descriptor or, unless allowed, an unsealed (plaintext) checkpoint;
-  compares the descriptor with the model and dataloaders being run
+  checks the file against its manifest (:func:`~mmseg_keyprotect.checkpoint.verify_file`;
+  a file of the previous version only warns) and, on ``--resume``, against the
+  work_dir's rollback record; compares the descriptor with the model and
+  dataloaders being run
   (:class:`~mmseg_keyprotect.protection.ProtectionMismatchError`); then
   opens the sealed optimizer state and every other sealed entry, all before
   mmengine copies a weight (the model's own ``state_dict`` is opened by the
@@ -22,12 +25,14 @@
 hook added, e.g. ``EMAHook``'s ``ema_state_dict``)
 
 * ``before_save_checkpoint``: with ``encrypt_weights``, stores the HMAC of
-  the protection descriptor and seals every tensor of the checkpoint
-  (:mod:`~mmseg_keyprotect.models.weight_encryption`): the model's
+  the protection descriptor, seals every tensor and numpy array of the
+  checkpoint (:func:`~mmseg_keyprotect.checkpoint.seal_file`): the model's
   ``state_dict`` (and its copy inside EMA/averaged models) as model groups,
-  the optimizer state and any other entry as tree groups;
+  ``meta``, the optimizer state and any other entry as tree groups; writes
+  the manifest and raises the run's iteration in the rollback record;
 * ``before_train``: tells an ``encrypt_weights`` model that its checkpoints
-  will be sealed; such a model refuses to train otherwise.
+  will be sealed (such a model refuses to train otherwise), moves behind every
+  other hook and gives the run its identity.
 
 :func:`register_protection_hook` adds both. The key-condition loops and
 :class:`~mmseg_keyprotect.engine.runner.KeyProtectedRunner` call it, so
@@ -44,38 +49,27 @@ training iteration.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+import secrets
+from typing import Any, Dict, List, Optional
 
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
-from torch import Tensor, nn
+from torch import nn
 
-from ..keys import SecretKey
-from ..models.weight_encryption import (MARKER, EncryptedWeightsError, SealedGroup,
-                                        describe_module, is_sealed, mark_checkpoints_sealed,
-                                        read_header, seal, seal_state_dict)
+from ..checkpoint import (META_KEY, EncryptedWeightsError, authenticate, install_safe_loaders,
+                          open_checkpoint, seal_file, verify_file)
+from ..checkpoint.rollback import RECORD_NAME, read_record, record_iteration
+from ..models.weight_encryption import mark_checkpoints_sealed
 from ..protection import Protection, ProtectionMismatchError, check_protection
-from .checkpoint import install_safe_loaders
 
-__all__ = [
-    'KeyProtectionHook', 'CheckpointSealHook', 'register_protection_hook', 'META_KEY',
-    'META_MAC_KEY', 'TREE_MARKER', 'seal_checkpoint', 'open_checkpoint', 'tensors_with_paths'
-]
+__all__ = ['KeyProtectionHook', 'CheckpointSealHook', 'register_protection_hook',
+           'seal_runner_checkpoint', 'run_identity']
 
-#: Field of ``checkpoint['meta']`` holding the protection descriptor.
-META_KEY = 'key_protection'
-#: Field of ``checkpoint['meta']`` holding the descriptor's HMAC (``encrypt_weights`` only).
-META_MAC_KEY = 'key_protection_mac'
-#: Entry of a checkpoint entry (e.g. ``checkpoint['optimizer']``) holding its sealed header.
-TREE_MARKER = 'keyprotect_sealed'
-
-TreePath = Tuple[Any, ...]
+#: Message hub info holding the run's identity (restored by ``--resume``).
+_RUN_INFO = 'keyprotect_run'
 
 
 def _model(runner) -> nn.Module:
@@ -87,126 +81,9 @@ def _current(runner) -> List[Dict[str, Any]]:
     return Protection.from_runner(runner).describe()
 
 
-def _descriptor_mac(key: SecretKey, descriptor: List[Dict[str, Any]]) -> str:
-    canonical = sorted(json.dumps(e, sort_keys=True, separators=(',', ':')) for e in descriptor)
-    return hmac.new(key.derive_bytes('seal/meta-descriptor'), '\n'.join(canonical).encode(),
-                    hashlib.sha256).hexdigest()
-
-
-def tensors_with_paths(node: Any, path: TreePath = ()) -> List[Tuple[TreePath, Tensor]]:
-    """Every tensor inside nested dicts/lists/tuples, with its path."""
-    if isinstance(node, Tensor):
-        return [(path, node)]
-    if isinstance(node, Mapping):
-        return [found for k, v in node.items()
-                for found in tensors_with_paths(v, path + (k, ))]
-    if isinstance(node, (list, tuple)):
-        return [found for i, v in enumerate(node)
-                for found in tensors_with_paths(v, path + (i, ))]
-    return []
-
-
-def _put(node: Any, path: TreePath, value: Tensor) -> None:
-    for step in path[:-1]:
-        node = node[step]
-    if isinstance(node, tuple):
-        raise TypeError('cannot replace a tensor inside a tuple')
-    node[path[-1]] = value
-
-
-def _thaw(node: Any) -> Any:
-    """Tuples to lists, so tensors inside can be replaced (optimizer ``betas`` are not tensors)."""
-    if isinstance(node, Mapping):
-        for k in list(node):
-            node[k] = _thaw(node[k])
-        return node
-    if isinstance(node, (list, tuple)) and tensors_with_paths(node):
-        return [_thaw(v) for v in node]
-    return node
-
-
-def seal_checkpoint(checkpoint: Dict[str, Any], model: nn.Module, key: SecretKey,
-                    descriptor: List[Dict[str, Any]]) -> None:
-    """Seal every tensor of ``checkpoint`` in place (everything but ``meta``).
-
-    Copies of the model's ``state_dict`` (``state_dict``, and ``module.*`` in
-    ``ema_state_dict``) become model groups, opened by the model's load hook;
-    every other tensor of an entry goes into one tree group per entry, under
-    ``entry[TREE_MARKER]``.
-
-    Raises:
-        TypeError: if an entry that is not a dict holds tensors.
-    """
-    model_names = list(model.state_dict().keys())
-    model_descriptor = describe_module(model)
-    for name, entry in checkpoint.items():
-        if name == 'meta' or not tensors_with_paths(entry):
-            continue
-        if not isinstance(entry, dict):
-            raise TypeError(f'checkpoint[{name!r}] is a {type(entry).__name__} holding tensors; '
-                            'only dict entries can be sealed')
-        if model_names:
-            prefixes = {k[:-len(model_names[0])] for k in entry
-                        if isinstance(k, str) and k.endswith(model_names[0])}
-            for prefix in sorted(prefixes):
-                if all(isinstance(entry.get(prefix + n), Tensor) for n in model_names):
-                    seal_state_dict(entry, key, model_descriptor, prefix, names=model_names)
-        covered = _model_group_paths(entry)
-        rest = [(path, t) for path, t in tensors_with_paths(_thaw(entry)) if path not in covered]
-        if rest:
-            sealed, header = seal(rest, key, descriptor, 'tree')
-            for (path, _), tensor in zip(rest, sealed):
-                _put(entry, path, tensor)
-            entry[TREE_MARKER] = header
-
-
-def _model_group_paths(entry: Mapping[str, Any]) -> set:
-    """The paths of the sealed model groups' tensors and headers in ``entry``."""
-    paths = set()
-    for name in [k for k in entry if isinstance(k, str) and k.endswith(MARKER)]:
-        prefix = name[:-len(MARKER)]
-        header = read_header(entry[name], f'{MARKER!r} at {prefix!r}')
-        paths |= {(prefix + path[0], ) for path, _ in header['tensors']} | {(name, )}
-    return paths
-
-
-def open_checkpoint(checkpoint: Dict[str, Any], key: SecretKey,
-                    descriptor: List[Dict[str, Any]]) -> None:
-    """Open every tree group of ``checkpoint`` in place (model groups stay for the model).
-
-    Each tensor is decrypted over its own ciphertext where only this process can
-    change that memory (otherwise into new memory), and checked as it is: if
-    any tag of any group fails, every group is encrypted back as it was
-    (:meth:`~mmseg_keyprotect.models.weight_encryption.SealedGroup.undo`) and
-    nothing is written back.
-
-    Raises:
-        EncryptedWeightsError: naming the entry and what failed.
-    """
-    groups = []
-    for name, entry in checkpoint.items():
-        if not isinstance(entry, dict) or TREE_MARKER not in entry:
-            continue
-        where = f'checkpoint[{name!r}]'
-        header = read_header(entry[TREE_MARKER], where)
-        if header.get('kind') != 'tree':
-            raise EncryptedWeightsError(f'{where}: {TREE_MARKER!r} is not a tree header')
-        covered = _model_group_paths(entry) | {(TREE_MARKER, )}
-        tensors = {path: t for path, t in tensors_with_paths(_thaw(entry)) if path not in covered}
-        # decrypted in place: the loaded ciphertext's memory becomes the plaintext's
-        groups.append((entry, SealedGroup(header, tensors, key, descriptor, where, into=tensors)))
-    opened: List[Tuple[Dict[str, Any], SealedGroup, Dict[TreePath, Tensor]]] = []
-    try:
-        for entry, group in groups:
-            opened.append((entry, group, group.open()))
-    except EncryptedWeightsError:
-        for _, group, _ in opened:
-            group.undo()
-        raise
-    for entry, _, tensors in opened:
-        del entry[TREE_MARKER]
-        for path, tensor in tensors.items():
-            _put(entry, path, tensor)
+def _weight_encryption(runner) -> Optional[Any]:
+    """The weight-encryption part of the runner's model, or None."""
+    return Protection.of(_model(runner)).weight_encryption
 
 
 @HOOKS.register_module()
@@ -229,7 +106,7 @@ class KeyProtectionHook(Hook):
         """Raise if a crop, pad or slide size is not a multiple of a cipher block size.
 
         Also installs the weights-only checkpoint loaders
-        (:func:`~mmseg_keyprotect.engine.checkpoint.install_safe_loaders`) before
+        (:func:`~mmseg_keyprotect.checkpoint.install_safe_loaders`) before
         anything is loaded.
         """
         install_safe_loaders()
@@ -247,11 +124,15 @@ class KeyProtectionHook(Hook):
                 checkpoint refused, or a sealed entry that fails authentication.
             ProtectionMismatchError: if the protections differ and ``strict``.
         """
-        weights = Protection.of(_model(runner)).weight_encryption
-        key = None if weights is None else weights.key
+        encryption = _weight_encryption(runner)
+        key = None if encryption is None else encryption.key
         stored = (checkpoint.get('meta') or {}).get(META_KEY)
-        if weights is not None:
-            _authenticate(checkpoint, stored, key, weights.allow_plaintext)
+        if encryption is not None and authenticate(checkpoint, key, encryption.allow_plaintext):
+            manifest = verify_file(checkpoint, key)
+            if manifest is None:
+                print_log(_LEGACY_WARNING, logger='current', level=logging.WARNING)
+            elif getattr(runner, '_resume', False):
+                _check_rollback(runner, key, manifest)
         current = _current(runner)
         if stored is None:
             if current:
@@ -271,59 +152,95 @@ class KeyProtectionHook(Hook):
             open_checkpoint(checkpoint, key, stored)
 
 
-def _authenticate(checkpoint: Mapping[str, Any], stored: Optional[List[Dict[str, Any]]],
-                  key: SecretKey, allow_plaintext: bool) -> None:
-    """Check the stored descriptor's key and HMAC, or that an unsealed checkpoint is allowed."""
-    mac = (checkpoint.get('meta') or {}).get(META_MAC_KEY)
-    sealed = any(isinstance(e, dict) and (TREE_MARKER in e or is_sealed(e))
-                 for e in checkpoint.values())
-    if mac is None and not sealed:
-        if allow_plaintext:
-            return
-        raise EncryptedWeightsError(
-            'the checkpoint is not sealed (plaintext weights, or its headers and descriptor '
-            'HMAC were stripped): refusing to load it into a model with encrypt_weights=True; '
-            'to start from unencrypted weights on purpose, set '
-            'protection.allow_plaintext_weights=True')
-    fingerprints = sorted({e.get('key') for e in stored or () if e.get('type') ==
-                           'WeightEncryption'})
-    if fingerprints and fingerprints != [key.fingerprint]:
-        raise EncryptedWeightsError(
-            f'the checkpoint is encrypted with the key of fingerprint {", ".join(fingerprints)}, '
-            f'but the model was given the key of fingerprint {key.fingerprint}; give the key the '
-            'model was trained with')
-    if stored is None or mac is None or not hmac.compare_digest(
-            str(mac), _descriptor_mac(key, stored)):
-        raise EncryptedWeightsError(
-            f"the checkpoint's protection descriptor (meta[{META_KEY!r}]) failed "
-            'authentication: it was edited or removed')
+_LEGACY_WARNING = (
+    'the loaded checkpoint was sealed by a version of mmseg-keyprotect without a file manifest: '
+    'each group is authenticated, but not the file as a whole (a group of another checkpoint, '
+    'edited meta or schedulers, an older file would not be noticed); upgrade it with '
+    '`python tools/upgrade_checkpoint.py FILE --key KEY_FILE`')
+
+
+def _check_rollback(runner, key, manifest: Dict[str, Any]) -> None:
+    """On ``--resume``: refuse a checkpoint older than the newest of its run in the work_dir.
+
+    An older file named on purpose (``load_from`` with ``resume=True``) only warns.
+    """
+    runs = read_record(runner.work_dir, key)
+    newest, iteration = runs.get(manifest['run']), manifest['iter']
+    if not runs:
+        print_log(f'no rollback record ({RECORD_NAME}) in the work_dir: cannot tell whether the '
+                  'resumed checkpoint is the newest of its run', logger='current',
+                  level=logging.WARNING)
+        return
+    if newest is None or iteration is None or iteration >= newest:
+        return
+    message = (f'the checkpoint is iteration {iteration} of its run, but this work_dir has '
+               f'saved iteration {newest} of that run')
+    if getattr(runner, '_load_from', None) is not None:
+        print_log(f'{message}: resuming from the older file named by load_from, as asked',
+                  logger='current', level=logging.WARNING)
+        return
+    raise EncryptedWeightsError(
+        f'{message}: refusing to resume from an older checkpoint (rolled back?); to resume from '
+        'it on purpose, name it: load_from=FILE with resume=True')
+
+
+def run_identity(runner) -> str:
+    """The identity of the runner's run: kept in its message hub, so a resume continues it."""
+    run = runner.message_hub.get_info(_RUN_INFO)
+    if run is None:
+        run = secrets.token_hex(8)
+        runner.message_hub.update_info(_RUN_INFO, run)
+    return run
+
+
+def seal_runner_checkpoint(runner, checkpoint: Dict[str, Any]) -> None:
+    """Seal every tensor of ``checkpoint`` not sealed yet and write its manifest (``encrypt_weights``).
+
+    Also raises the run's iteration in the work_dir's rollback record. Called by
+    :class:`CheckpointSealHook` and, after every hook, by
+    :class:`~mmseg_keyprotect.engine.runner.KeyProtectedRunner`; does nothing
+    for a model that does not encrypt its weights.
+    """
+    meta = checkpoint.setdefault('meta', {})
+    if META_KEY not in meta:  # KeyProtectionHook (VERY_HIGH) usually stored it already
+        meta[META_KEY] = _current(runner)
+    encryption = _weight_encryption(runner)
+    if encryption is None:
+        return
+    run = run_identity(runner)
+    seal_file(checkpoint, _model(runner), encryption.key, run)
+    if isinstance(meta.get('iter'), int):
+        record_iteration(runner.work_dir, encryption.key, run, meta['iter'])
 
 
 @HOOKS.register_module()
 class CheckpointSealHook(Hook):
     """Store the protection descriptor in checkpoints and, with ``encrypt_weights``, seal them.
 
-    Runs last (priority ``LOWEST``) so it seals what every other hook added.
+    Runs last (priority ``LOWEST``; when training starts it also moves behind
+    every hook of the same priority) so it seals what every other hook added.
+    :class:`~mmseg_keyprotect.engine.runner.KeyProtectedRunner` walks the
+    checkpoint once more after every hook, just before it is written.
     """
 
     priority = 'LOWEST'
 
     def before_train(self, runner) -> None:
-        """Let an ``encrypt_weights`` model train: its checkpoints will be sealed."""
+        """Let an ``encrypt_weights`` model train (its checkpoints will be sealed); start the run.
+
+        Moves this hook behind every other hook, and gives the run its identity
+        (:func:`run_identity`) before its first checkpoint.
+        """
         mark_checkpoints_sealed(_model(runner))
+        hooks = runner.hooks
+        if self in hooks:
+            hooks.remove(self)
+            hooks.append(self)
+        run_identity(runner)
 
     def before_save_checkpoint(self, runner, checkpoint: Dict[str, Any]) -> None:
         """With ``encrypt_weights``: the descriptor's HMAC in ``meta``; seal every tensor."""
-        meta = checkpoint.setdefault('meta', {})
-        if META_KEY not in meta:  # KeyProtectionHook (VERY_HIGH) usually stored it already
-            meta[META_KEY] = _current(runner)
-        descriptor = meta[META_KEY]
-        model = _model(runner)
-        weights = Protection.of(model).weight_encryption
-        if weights is not None:
-            key = weights.key
-            meta[META_MAC_KEY] = _descriptor_mac(key, descriptor)
-            seal_checkpoint(checkpoint, model, key, descriptor)
+        seal_runner_checkpoint(runner, checkpoint)
 
 
 def register_protection_hook(runner) -> None:

@@ -14,7 +14,7 @@ sources are redacted
 :class:`~mmseg_keyprotect.engine.hooks.KeyProtectionHook` and
 :class:`~mmseg_keyprotect.engine.hooks.CheckpointSealHook`, installs the
 weights-only checkpoint loaders
-(:func:`~mmseg_keyprotect.engine.checkpoint.install_safe_loaders`) and starts
+(:func:`~mmseg_keyprotect.checkpoint.install_safe_loaders`) and starts
 ``--launcher pytorch`` on CPU-only machines
 (:func:`~mmseg_keyprotect.engine.launcher.init_cpu_process_group`). Select it with::
 
@@ -32,9 +32,9 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
+from ..checkpoint import install_safe_loaders, sealing
 from ..keys import redact_key_sources
-from .checkpoint import install_safe_loaders
-from .hooks import register_protection_hook
+from .hooks import register_protection_hook, seal_runner_checkpoint
 from .launcher import init_cpu_process_group
 
 __all__ = ['KeyProtectedRunner']
@@ -59,6 +59,25 @@ class KeyProtectedRunner(Runner):
         install_safe_loaders()
         super().__init__(*args, cfg=cfg, **kwargs)
         register_protection_hook(self)
+
+    def call_hook(self, fn_name: str, **kwargs: Any) -> None:
+        """mmengine's ``call_hook``; after every ``before_save_checkpoint`` hook, the last seal.
+
+        mmengine writes the checkpoint right after these hooks: whatever a hook
+        added after :class:`~mmseg_keyprotect.engine.hooks.CheckpointSealHook`
+        is sealed here (or refused), and the manifest is made anew. Hooks
+        (checkpointing, EMA) take the model's clear ``state_dict`` without the
+        clear-weights warning (:func:`~mmseg_keyprotect.checkpoint.sealing`).
+        """
+        with sealing():
+            super().call_hook(fn_name, **kwargs)
+            if fn_name == 'before_save_checkpoint':
+                seal_runner_checkpoint(self, kwargs['checkpoint'])
+
+    def save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        """mmengine's ``save_checkpoint``: every tensor it writes is sealed (``encrypt_weights``)."""
+        with sealing():
+            super().save_checkpoint(*args, **kwargs)
 
     def setup_env(self, env_cfg: dict) -> None:
         """mmengine's ``setup_env``; a CPU-only ``pytorch`` launch starts its gloo group first."""

@@ -39,6 +39,7 @@ from ..protection import (Protection, ProtectedBuilder, ProtectedSegmentor, Unsu
 from .auto_points import resolve_points
 from .permutation import ChannelPermutation
 from .points import PointLike, attach_permutations
+from .save_guard import guard_parts
 from .weight_encryption import attach_weight_encryption, checkpoints_sealed
 
 __all__ = [
@@ -55,7 +56,8 @@ class KeyProtectedSegmentorMixin:
     Put it before the segmentor in the bases; every other argument goes to the
     segmentor unchanged and the permutations are attached once it is built.
 
-    A protected segmentor cannot be pickled (``torch.save(model)``): the pickle
+    A protected segmentor cannot be pickled (``torch.save(model)``), nor can any
+    part of it (:mod:`~mmseg_keyprotect.models.save_guard`): the pickle
     would hold its weights in clear and what is derived from its key. Save
     checkpoints through mmengine's runner (sealed by
     :class:`~mmseg_keyprotect.engine.hooks.CheckpointSealHook`) or
@@ -99,6 +101,7 @@ class KeyProtectedSegmentorMixin:
             attach_permutations(self, **protection)
         if encrypt:
             attach_weight_encryption(self, protection.get('key'), allow_plaintext)
+        guard_parts(self, warn=encrypt)
 
     def loss(self, inputs: Tensor, data_samples: Any) -> dict:
         """mmseg's ``loss``; an ``encrypt_weights`` model first checks its checkpoints are sealed.

@@ -20,28 +20,30 @@ Sealing happens where a run writes files: mmengine's ``Runner.save_checkpoint``
 through :class:`~mmseg_keyprotect.engine.hooks.CheckpointSealHook`, which seals
 the ``state_dict``, the optimizer state, EMA/averaged models and every other
 tensor of the checkpoint. In memory, ``model.state_dict()`` stays plain, as
-the weights in memory are (mmengine's EMA warm-up copies through it); to write
-weights by hand, use :func:`sealed_state_dict`. Pickling the keyed model
-itself (``torch.save(model)``) is refused.
+the weights in memory are (mmengine's EMA warm-up copies through it), and warns
+once outside the runner (:mod:`~mmseg_keyprotect.models.save_guard`); to write
+weights by hand, use :func:`sealed_state_dict`, or
+:func:`~mmseg_keyprotect.apis.export_sealed` for deployment. Pickling the keyed
+model or any part of it (``torch.save(model.backbone)``) is refused.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..keyed import KeyedWeights
 from ..keys import KeySpec, SecretKey, resolve_key
+from ..checkpoint.format import MARKER, Descriptor, EncryptedWeightsError, read_header
+from ..checkpoint.group import open_sealed
+from ..checkpoint.scope import sealing
+from ..checkpoint.tree import seal_state_dict
 from ..protection import Protection
-from .sealing import (FORMAT, MARKER, Descriptor, EncryptedWeightsError, SealedGroup, is_sealed,
-                      open_sealed, read_header, release_seal_buffers, seal)
 
 __all__ = [
-    'MARKER', 'FORMAT', 'EncryptedWeightsError', 'Descriptor', 'seal', 'open_sealed',
-    'read_header', 'attach_weight_encryption', 'weight_encryption_key', 'seal_state_dict',
-    'sealed_state_dict', 'describe_module', 'is_sealed', 'mark_checkpoints_sealed', 'checkpoints_sealed', 'SealedGroup',
-    'release_seal_buffers'
+    'attach_weight_encryption', 'weight_encryption_key', 'sealed_state_dict', 'describe_module',
+    'mark_checkpoints_sealed', 'checkpoints_sealed'
 ]
 
 Path = Tuple[Any, ...]
@@ -117,8 +119,9 @@ def _own_tensors(module: nn.Module, local_metadata: Any) -> Dict[Path, Tensor]:
                     lambda: True)
     if (local_metadata or {}).get('assign_to_params_buffers', False) or swaps():
         return {}
-    return {(name, ): value for name, value in module.state_dict(keep_vars=True).items()
-            if isinstance(value, Tensor)}
+    with sealing():
+        own = module.state_dict(keep_vars=True)
+    return {(name, ): value for name, value in own.items() if isinstance(value, Tensor)}
 
 
 def attach_weight_encryption(module: nn.Module, key: KeySpec,
@@ -175,28 +178,6 @@ def weight_encryption_key(module: nn.Module) -> Optional[SecretKey]:
     return None if part is None else part.key
 
 
-def seal_state_dict(state_dict: Dict[str, Any], key: SecretKey, descriptor: Descriptor,
-                    prefix: str = '', names: Optional[Sequence[str]] = None) -> None:
-    """Seal a model's ``state_dict`` in place (header at ``prefix + MARKER``).
-
-    Args:
-        state_dict: holds the model's tensors as ``prefix + name``.
-        key: the key to seal with.
-        descriptor: the model's protection (:func:`describe_module`).
-        prefix: where the model's names start (``'module.'`` in an EMA copy).
-        names: the model's names (relative to ``prefix``); by default every
-            tensor under ``prefix``.
-    """
-    if names is None:
-        names = [name[len(prefix):] for name, value in state_dict.items()
-                 if name.startswith(prefix) and isinstance(value, Tensor)]
-    sealed, header = seal([((name, ), state_dict[prefix + name]) for name in names], key,
-                          descriptor, 'model')
-    for name, tensor in zip(names, sealed):
-        state_dict[prefix + name] = tensor
-    state_dict[prefix + MARKER] = header
-
-
 def sealed_state_dict(module: nn.Module) -> Dict[str, Tensor]:
     """``module.state_dict()`` sealed with its weight-encryption key, for saving by hand.
 
@@ -207,6 +188,7 @@ def sealed_state_dict(module: nn.Module) -> Dict[str, Tensor]:
     if key is None:
         raise ValueError(f'{type(module).__name__} does not encrypt its weights '
                          '(protection.encrypt_weights=True)')
-    state_dict = module.state_dict()
+    with sealing():
+        state_dict = module.state_dict()
     seal_state_dict(state_dict, key, describe_module(module))
     return state_dict

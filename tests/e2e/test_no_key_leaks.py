@@ -22,7 +22,7 @@ from typing import Dict, List, Tuple
 import pytest
 import torch
 
-from mmseg_keyprotect.engine.hooks import META_KEY
+from mmseg_keyprotect.checkpoint import META_KEY
 from mmseg_keyprotect.keys import SecretKey, WeakKeyWarning
 from mmseg_keyprotect.mmseg_tools import mmseg_tool
 from tests.unit.test_no_key_leaks import SEED, blobs, secret_forms

@@ -1,6 +1,6 @@
 """mmengine's Runner checkpoints through the weights-only loader: load, resume and test.
 
-The loader itself (what it refuses): ``tests/unit/engine/test_checkpoint.py``; the
+The loader itself (what it refuses): ``tests/unit/checkpoint/test_safe_load.py``; the
 fixture ``_load`` (both loading paths) is in ``tests/conftest.py``.
 """
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 One small run of the recommended demo config (six permutation points +
 encrypted weights) through :class:`KeyProtectedRunner` with an ``EMAHook``
-that starts late (its warm-up copies the weights every iteration before),
-checkpoints at iterations 2 and 4, all kept.
+that starts late (its warm-up copies the weights every iteration before), and
+a hook that adds a tensor, a numpy array and a tensor in ``meta`` to every
+checkpoint from behind ``CheckpointSealHook``; checkpoints at iterations 2 and
+4, all kept. The tamper matrix itself is a unit test
+(``tests/unit/engine/test_hooks.py``); here a few rows go through the runner.
 """
 from __future__ import annotations
 
@@ -11,21 +14,40 @@ import copy
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.hooks import Hook
 from mmengine.runner import CheckpointLoader
-from mmseg.registry import RUNNERS
+from mmseg.registry import HOOKS, RUNNERS
 
 from mmseg_keyprotect.attacks.stolen_files import correlation_audit, rank_correlation, tensors_of
-from mmseg_keyprotect.engine.hooks import META_KEY, META_MAC_KEY, TREE_MARKER
+from mmseg_keyprotect.checkpoint import (MARKER, META_KEY, META_MAC_KEY, TREE_MARKER,
+                                         EncryptedWeightsError, open_checkpoint, verify_file)
 from mmseg_keyprotect.protection import ProtectionMismatchError
 from mmseg_keyprotect.keys import SecretKey
-from mmseg_keyprotect.models.weight_encryption import MARKER, EncryptedWeightsError
 
 REPO = Path(__file__).resolve().parents[2]
 ENCW = REPO / 'configs' / 'demo' / 'fcn_r18-d8_perm-m1to6-encw_demo.py'
 MAX_ITERS = 4
+
+
+@HOOKS.register_module(force=True)
+class LateEntryHook(Hook):
+    """Adds clear state to every checkpoint, and runs after ``CheckpointSealHook`` once training starts."""
+
+    priority = 'LOWEST'
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
+        if runner.hooks[-1] is not self:
+            runner.hooks.remove(self)
+            runner.hooks.append(self)
+
+    def before_save_checkpoint(self, runner, checkpoint: Dict[str, Any]) -> None:
+        stem = runner.model.backbone.stem[0].weight.detach().clone()
+        checkpoint['late_entry'] = {'stem': stem, 'counts': np.arange(stem.numel())}
+        checkpoint['meta']['late_tensor'] = stem.clone()
 
 
 def demo_config(config: Path, key_file: Path) -> Config:
@@ -45,7 +67,8 @@ def build_runner(config: Path, work_dir: Path, key_file: Path, overrides: Dict[s
         # no dropout: a resumed run must repeat the uninterrupted one exactly
         'model.decode_head.dropout_ratio': 0.0, 'model.auxiliary_head.dropout_ratio': 0.0,
         'work_dir': str(work_dir), **extra})
-    cfg.custom_hooks = [dict(type='EMAHook', begin_iter=3, momentum=0.1)] if ema else []
+    cfg.custom_hooks = [dict(type='EMAHook', begin_iter=3, momentum=0.1),
+                        dict(type='LateEntryHook')] if ema else []
     return RUNNERS.build(cfg)
 
 
@@ -82,7 +105,8 @@ def reference(clear: Dict[str, torch.Tensor], runner) -> Dict[str, torch.Tensor]
 
 
 def test_every_tensor_of_every_file_is_sealed(run):
-    work_dir, clear, runner, _ = run
+    work_dir, clear, runner, key_file = run
+    key = SecretKey.from_file(key_file)
     files = sorted(work_dir.glob('*.pth'))
     assert {'iter_2.pth', 'iter_4.pth'} <= {f.name for f in files}
     clear_bytes = {v.numpy().tobytes() for v in clear.values() if v.numel() >= 16}
@@ -92,8 +116,13 @@ def test_every_tensor_of_every_file_is_sealed(run):
         assert f'module.{MARKER}' in checkpoint['ema_state_dict']
         if file.name.startswith('iter_'):  # best_* checkpoints hold no optimizer state
             assert TREE_MARKER in checkpoint['optimizer']
-        for path, value in tensors_of({k: v for k, v in checkpoint.items() if k != 'meta'}):
+        assert TREE_MARKER in checkpoint['late_entry'] and TREE_MARKER in checkpoint['meta']
+        assert isinstance(checkpoint['late_entry']['counts'], torch.Tensor)  # sealed as a tensor
+        for path, value in tensors_of(checkpoint):
             assert value.numel() < 16 or value.numpy().tobytes() not in clear_bytes, path
+        assert verify_file(checkpoint, key)['iter'] == checkpoint['meta']['iter']
+        open_checkpoint(checkpoint, key, checkpoint['meta'][META_KEY])  # every tag holds
+        assert torch.equal(checkpoint['meta']['late_tensor'], checkpoint['late_entry']['stem'])
     rows = correlation_audit(str(work_dir), reference(clear, runner), min_size=2048)
     assert {r['tensor'].split('/')[1] for r in rows} == {'state_dict', 'optimizer',
                                                          'ema_state_dict'}
@@ -118,6 +147,20 @@ def test_meta_holds_an_authenticated_descriptor_and_no_key(run):
     assert {'type': 'WeightEncryption', 'key': key.fingerprint} in descriptor
     assert len(checkpoint['meta'][META_MAC_KEY]) == 64
     assert key.export_hex() not in repr(checkpoint['meta'])
+
+
+def test_resume_refuses_a_rolled_back_checkpoint(run, tiny_run_overrides, tmp_path):
+    """``last_checkpoint`` pointed back at iter_2 (a rollback): --resume refuses it."""
+    work_dir, _, _, key_file = run
+    copy_dir = tmp_path / 'work'
+    copy_dir.mkdir()
+    for file in work_dir.iterdir():
+        if file.is_file():
+            (copy_dir / file.name).write_bytes(file.read_bytes())
+    (copy_dir / 'last_checkpoint').write_text(str(copy_dir / 'iter_2.pth'))
+    resumed = build_runner(ENCW, copy_dir, key_file, tiny_run_overrides, resume=True)
+    with pytest.raises(EncryptedWeightsError, match='refusing to resume from an older'):
+        resumed.train()
 
 
 def test_resume_from_a_sealed_checkpoint_repeats_the_uninterrupted_run(run, tiny_run_overrides):
@@ -154,10 +197,9 @@ def _edit_descriptor(ckpt, other):
 
 def _strip_everything(ckpt, other):
     del ckpt['meta'][META_MAC_KEY]
-    del ckpt['state_dict'][MARKER]
-    del ckpt['optimizer'][TREE_MARKER]
-    del ckpt['ema_state_dict'][f'module.{MARKER}']
-    del ckpt['ema_state_dict'][TREE_MARKER]
+    for entry in [e for e in ckpt.values() if isinstance(e, dict)]:
+        for marker in [k for k in entry if k == TREE_MARKER or str(k).endswith(MARKER)]:
+            del entry[marker]
 
 
 def _strip_mac(ckpt, other):
@@ -175,7 +217,9 @@ def _swap_state_dict(ckpt, other):
     (_edit_descriptor, EncryptedWeightsError, 'descriptor .* failed authentication: it was edited'),
     (_strip_mac, EncryptedWeightsError, 'descriptor .* failed authentication'),
     (_strip_everything, EncryptedWeightsError, 'not sealed'),
-    (_swap_state_dict, None, None),  # a whole, authentic state_dict of the same run loads
+    # a whole, authentic state_dict of another checkpoint of the same run and key
+    (_swap_state_dict, EncryptedWeightsError, r"checkpoint\['state_dict'\].*belongs to another "
+     'file'),
 ])
 def test_checkpoint_tamper_matrix(run, tiny_run_overrides, tmp_path, tamper, error, match):
     work_dir, _, _, key_file = run
@@ -184,9 +228,6 @@ def test_checkpoint_tamper_matrix(run, tiny_run_overrides, tmp_path, tamper, err
     torch.save(checkpoint, tmp_path / 'tampered.pth')
     victim = build_runner(ENCW, tmp_path / 'victim', key_file, tiny_run_overrides, ema=False)
     before = copy.deepcopy(victim.model.state_dict())
-    if error is None:
-        victim.load_checkpoint(str(tmp_path / 'tampered.pth'))
-        return
     with pytest.raises(error, match=match) as info:
         victim.load_checkpoint(str(tmp_path / 'tampered.pth'))
     assert '\n' not in str(info.value)

@@ -5,7 +5,6 @@ import pytest
 from mmengine.config import Config
 
 from mmseg_keyprotect.apis import KeySetupError, load_config, prepare_keys
-from mmseg_keyprotect.engine.checkpoint import find_checkpoint
 from mmseg_keyprotect.keys import SecretKey
 
 
@@ -51,12 +50,21 @@ def test_errors_name_the_source(tmp_path):
         load_config('nowhere.py')
 
 
-def test_find_checkpoint_takes_the_highest_iteration(tmp_path):
-    for name in ('iter_2.pth', 'iter_10.pth', 'best_mIoU_iter_2.pth', 'best_mIoU_iter_10.pth'):
-        (tmp_path / name).write_bytes(b'')
-    assert find_checkpoint(tmp_path, 'last').endswith('iter_10.pth')
-    assert find_checkpoint(tmp_path, 'best').endswith('best_mIoU_iter_10.pth')
-    with pytest.raises(FileNotFoundError, match=r'no iter_\*\.pth'):
-        find_checkpoint(tmp_path / 'empty', 'last')
-    with pytest.raises(ValueError, match='which'):
-        find_checkpoint(tmp_path, 'first')
+def test_export_sealed_writes_a_whole_sealed_file_that_loads_back(key, tmp_path):
+    import torch
+    from mmengine.runner import load_checkpoint
+
+    from mmseg_keyprotect.apis import export_sealed
+    from mmseg_keyprotect.checkpoint import MARKER, safe_torch_load, verify_file
+
+    from .models.test_weight_encryption import segmentor
+    model = segmentor(key)
+    path = export_sealed(model, tmp_path / 'deploy.pth')
+    stored = safe_torch_load(str(path), 'cpu')
+    assert MARKER in stored['state_dict'] and verify_file(stored, key)['iter'] is None
+    restored = segmentor(key, seed=3)
+    load_checkpoint(restored, str(path), map_location='cpu', strict=True)
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.equal(restored(x, mode='tensor'), model(x, mode='tensor'))
+    with pytest.raises(ValueError, match='does not encrypt its weights'):
+        export_sealed(segmentor(key, encrypt=False), tmp_path / 'plain.pth')

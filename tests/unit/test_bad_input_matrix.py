@@ -20,7 +20,7 @@ import pytest
 from mmengine.config import Config
 
 from mmseg_keyprotect.engine import KeyProtectionHook
-from mmseg_keyprotect.engine.hooks import META_KEY
+from mmseg_keyprotect.checkpoint import META_KEY
 from mmseg_keyprotect.models import ChannelPermutation
 from mmseg_keyprotect.transforms import BlockNegPos, BlockShuffle
 from mmseg_keyprotect.protection import Protection, ProtectionMismatchError

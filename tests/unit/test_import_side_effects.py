@@ -100,7 +100,7 @@ def test_compat_is_the_explicit_opt_in_and_can_be_undone():
     ''')
     before, installed = result['before'], result['installed']
     assert set(installed['loaders']) == set(before['loaders'])
-    assert all(loader.startswith('mmseg_keyprotect.engine.checkpoint.')
+    assert all(loader.startswith('mmseg_keyprotect.checkpoint.safe_load.')
                for loader in installed['loaders'].values())
     # the CPU launcher wraps mmengine's, keeping its name (functools.wraps) but not its code
     assert installed['launcher_code'] != before['launcher_code']

@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 #: (file, imported module, name): torch < 2.5's restricted unpickler needs torch's
 #: weights-only allowlist and the stdlib table pickle itself uses for protocol 2 names.
 ALLOWED = {
-    ('mmseg_keyprotect/engine/checkpoint.py', 'torch', '_weights_only_unpickler'),
-    ('mmseg_keyprotect/engine/checkpoint.py', '_compat_pickle', ''),
+    ('mmseg_keyprotect/checkpoint/safe_load.py', 'torch', '_weights_only_unpickler'),
+    ('mmseg_keyprotect/checkpoint/safe_load.py', '_compat_pickle', ''),
 }
 
 

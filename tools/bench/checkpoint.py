@@ -2,9 +2,9 @@
 
 Both checkpoints hold what mmengine's ``CheckpointHook`` writes that matters for the
 time: the ``state_dict`` and the SGD optimizer state (a momentum buffer per parameter).
-*Save* is building the checkpoint (sealing: AES-256-GCM over every tensor) and
-``torch.save`` to a file; *load* is the safe loader, opening the seals and
-``load_state_dict``. The variants are interleaved (plain, sealed, plain, ...).
+*Save* is building the checkpoint (sealing: AES-256-GCM over every tensor, the
+manifest) and ``torch.save`` to a file; *load* is the safe loader, checking the
+descriptor and the manifest, opening the seals and ``load_state_dict``. The variants are interleaved (plain, sealed, plain, ...).
 
 Sealing reuses the ciphertext buffers of the previous save once that checkpoint
 is gone (what every save of a run but the first does); the row *save, first of a
@@ -60,11 +60,10 @@ def run(args: argparse.Namespace) -> None:
     from mmengine.runner import CheckpointLoader
 
     import mmseg_keyprotect  # noqa: F401  (registers the protected segmentor)
-    from mmseg_keyprotect.engine.checkpoint import install_safe_loaders
-    from mmseg_keyprotect.engine.hooks import open_checkpoint, seal_checkpoint
-    from mmseg_keyprotect.models import weight_encryption
-    from mmseg_keyprotect.models.weight_encryption import (describe_module,
-                                                           weight_encryption_key)
+    from mmseg_keyprotect.checkpoint import (authenticate, install_safe_loaders, open_checkpoint,
+                                             release_seal_buffers, seal_file, sealing,
+                                             verify_file)
+    from mmseg_keyprotect.protection import Protection
 
     init_default_scope('mmseg')
     install_safe_loaders()  # as a protected run's loads go (KeyProtectedRunner, compat)
@@ -73,24 +72,28 @@ def run(args: argparse.Namespace) -> None:
 
     def save(name: str) -> None:
         model, optimizer = variants[name]
-        checkpoint = dict(meta={}, state_dict=model.state_dict(),
-                          optimizer=optimizer.state_dict())
-        key = weight_encryption_key(model)
-        if key is not None:
-            seal_checkpoint(checkpoint, model, key, describe_module(model))
+        with sealing():  # as the runner's save
+            checkpoint = dict(meta={'iter': 1}, state_dict=model.state_dict(),
+                              optimizer=optimizer.state_dict())
+        encryption = Protection.of(model).weight_encryption
+        if encryption is not None:  # CheckpointSealHook, then KeyProtectedRunner's last walk
+            seal_file(checkpoint, model, encryption.key, run='bench')
+            seal_file(checkpoint, model, encryption.key, run='bench')
         torch.save(checkpoint, folder / f'{name}.pth')
 
     def load(name: str) -> None:
         model, optimizer = variants[name]
         checkpoint = CheckpointLoader.load_checkpoint(str(folder / f'{name}.pth'), 'cpu')
-        key = weight_encryption_key(model)
-        if key is not None:
-            open_checkpoint(checkpoint, key, describe_module(model))
+        encryption = Protection.of(model).weight_encryption
+        if encryption is not None:  # what KeyProtectionHook does on every load
+            authenticate(checkpoint, encryption.key, allow_plaintext=False)
+            verify_file(checkpoint, encryption.key)
+            open_checkpoint(checkpoint, encryption.key, checkpoint['meta']['key_protection'])
         model.load_state_dict(checkpoint['state_dict'])
         optimizer.load_state_dict(checkpoint['optimizer'])
 
     def save_first(name: str) -> None:
-        weight_encryption.release_seal_buffers()
+        release_seal_buffers()
         save(name)
 
     fns = {f'{step} {name}': (lambda s=step, n=name: {'save': save, 'load': load}[s](n))

@@ -7,7 +7,7 @@ from mmseg.registry import MODELS
 from scipy.stats import spearmanr
 
 from mmseg_keyprotect.attacks import AttackSpec, correlation_audit, momentum_init
-from mmseg_keyprotect.engine.hooks import seal_checkpoint
+from mmseg_keyprotect.checkpoint import seal_checkpoint
 from mmseg_keyprotect.models.weight_encryption import describe_module
 
 _MODEL = dict(type='EncoderDecoder', data_preprocessor=dict(type='SegDataPreProcessor'),

@@ -14,7 +14,9 @@ from mmseg.registry import MODELS
 from torch import nn
 
 from mmseg_keyprotect.keys import SecretKey, WeakKeyWarning
-from mmseg_keyprotect.models.weight_encryption import (FORMAT, MARKER, EncryptedWeightsError, attach_weight_encryption, describe_module, read_header, seal, sealed_state_dict)
+from mmseg_keyprotect.checkpoint import FORMAT, MARKER, EncryptedWeightsError, read_header, seal
+from mmseg_keyprotect.models.weight_encryption import (attach_weight_encryption, describe_module,
+                                                       sealed_state_dict)
 from mmseg_keyprotect.protection import Protection
 
 _BACKBONE = dict(type='ResNetV1c', depth=18, base_channels=8, stem_channels=8,
@@ -210,7 +212,7 @@ def test_attach_twice_is_an_error(key):
 
 def test_seal_binds_path_dtype_and_shape(key):
     """A tensor reinterpreted with another dtype or shape fails, as a renamed one does."""
-    from mmseg_keyprotect.models.weight_encryption import open_sealed
+    from mmseg_keyprotect.checkpoint import open_sealed
     t = torch.arange(6, dtype=torch.float32)
     [sealed], header = seal([(('w', ), t)], key, None, 'tree')
     header = read_header(header)

@@ -57,7 +57,7 @@ from mmengine.runner import checkpoint as ckpt_utils
 
 __all__ = ['CHECKPOINT_GLOBALS', 'UnsafeCheckpointError', 'load_from_local_weights_only',
            'safe_torch_load', 'install_safe_loaders', 'uninstall_safe_loaders',
-           'safe_loaders_installed', 'SAFE_LOADERS', 'find_checkpoint']
+           'safe_loaders_installed', 'SAFE_LOADERS']
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
 
@@ -134,7 +134,7 @@ def _refusal(filename: str, err: pickle.UnpicklingError,
     return UnsafeCheckpointError(
         f'refusing to load checkpoint {filename!r}: {reason}. mmseg-keyprotect loads '
         'checkpoints with torch.load(weights_only=True), allowing only torch\'s defaults and '
-        'mmseg_keyprotect.engine.checkpoint.CHECKPOINT_GLOBALS, because other objects could '
+        'mmseg_keyprotect.checkpoint.CHECKPOINT_GLOBALS, because other objects could '
         'run code from the file. If you trust the file and the type is safe to build from '
         'untrusted data, allow it with `torch.serialization.add_safe_globals([...])`.')
 
@@ -366,28 +366,3 @@ def uninstall_safe_loaders() -> None:
 def safe_loaders_installed() -> bool:
     """Whether every scheme of ``CheckpointLoader`` goes through the safe loaders."""
     return _scheme_table().get('') is load_from_local_weights_only
-
-
-#: File patterns of the checkpoints mmengine's ``CheckpointHook`` writes.
-_CHECKPOINT_PATTERNS = {'best': 'best_*_iter_*.pth', 'last': 'iter_*.pth'}
-
-
-def find_checkpoint(work_dir: Union[str, 'os.PathLike[str]'], which: str = 'best') -> str:
-    """The best (``save_best``) or the last ``iter_*.pth`` checkpoint of a work_dir.
-
-    Args:
-        work_dir: the run's work_dir.
-        which: ``'best'`` or ``'last'``; among several, the highest iteration.
-
-    Raises:
-        FileNotFoundError: naming the work_dir and the pattern.
-    """
-    import glob
-    import re
-    if which not in _CHECKPOINT_PATTERNS:
-        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
-    pattern = _CHECKPOINT_PATTERNS[which]
-    found = glob.glob(os.path.join(str(work_dir), pattern))
-    if not found:
-        raise FileNotFoundError(f'no {pattern} in {str(work_dir)!r}: train the model first')
-    return max(found, key=lambda p: int(re.findall(r'\d+', os.path.basename(p))[-1]))

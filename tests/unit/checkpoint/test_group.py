@@ -9,14 +9,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmseg_keyprotect.engine.hooks import TREE_MARKER, open_checkpoint, seal_checkpoint
-from mmseg_keyprotect.models import sealing as we
-from mmseg_keyprotect.models.weight_encryption import (EncryptedWeightsError, SealedGroup,
-                                                       describe_module, open_sealed, read_header,
-                                                       release_seal_buffers, seal,
-                                                       sealed_state_dict)
+from mmseg_keyprotect.checkpoint import (TREE_MARKER, EncryptedWeightsError, SealedGroup,
+                                         open_checkpoint, open_sealed, read_header,
+                                         release_seal_buffers, seal, seal_checkpoint,
+                                         tensors_with_paths)
+from mmseg_keyprotect.checkpoint import gcm
+from mmseg_keyprotect.models.weight_encryption import describe_module, sealed_state_dict
 
-from .test_weight_encryption import WEIGHT, assert_unchanged, segmentor, weights
+from ..models.test_weight_encryption import WEIGHT, assert_unchanged, segmentor, weights
 
 
 def same_bytes(a, b):
@@ -64,7 +64,7 @@ def test_kept_buffers_are_reused_only_when_free(key):
     assert third[0].data_ptr() == address  # free again: reused, not faulted in anew
     assert not same_bytes(third[0], snapshot)  # a new salt: new ciphertext
     release_seal_buffers()
-    assert not we._BUFFERS._kept
+    assert not gcm._BUFFERS._kept
     fourth, _ = seal(tensors, key, None, 'tree')
     assert fourth[0].data_ptr() != third[0].data_ptr()
 
@@ -76,8 +76,8 @@ def test_model_load_decrypts_into_its_parameters_and_leaves_the_file_sealed(key,
     fresh = segmentor(key, seed=5)
     addresses = {n: v.data_ptr() for n, v in fresh.state_dict().items()}
     written = []
-    decrypt = we._GCM.decrypt
-    monkeypatch.setattr(we._GCM, 'decrypt', lambda self, index, whole, out, aad: (
+    decrypt = gcm.GCM.decrypt
+    monkeypatch.setattr(gcm.GCM, 'decrypt', lambda self, index, whole, out, aad: (
         written.append(out.__array_interface__['data'][0]), decrypt(self, index, whole, out,
                                                                      aad))[1])
     fresh.load_state_dict(state)
@@ -120,7 +120,6 @@ def _checkpoint(key):
 
 
 def _tree_tensors(entry):
-    from mmseg_keyprotect.engine.hooks import tensors_with_paths
     return [t for path, t in tensors_with_paths(entry) if path[0] != TREE_MARKER]
 
 
@@ -172,4 +171,4 @@ def test_a_target_overlapping_a_ciphertext_is_not_used(key):
 
 
 def test_gcm_key_is_not_in_its_repr(key):
-    assert 'key' not in repr(we._GCM(bytes(32))).replace('<key>', '')
+    assert 'key' not in repr(gcm.GCM(bytes(32))).replace('<key>', '')

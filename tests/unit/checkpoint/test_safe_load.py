@@ -14,7 +14,7 @@ import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 
-from mmseg_keyprotect.engine.checkpoint import SAFE_LOADERS, UnsafeCheckpointError
+from mmseg_keyprotect.checkpoint.safe_load import SAFE_LOADERS, UnsafeCheckpointError
 
 
 class Custom:
@@ -46,7 +46,7 @@ class ReachesPastHistoryBuffer:
 def test_every_scheme_loads_through_the_safe_loader(name):
     loader = CheckpointLoader._get_checkpoint_loader(name)
     assert loader in SAFE_LOADERS.values(), f'{name} -> {loader.__module__}.{loader.__name__}'
-    assert loader.__module__ == 'mmseg_keyprotect.engine.checkpoint'
+    assert loader.__module__ == 'mmseg_keyprotect.checkpoint.safe_load'
 
 
 def test_every_registered_scheme_is_covered():

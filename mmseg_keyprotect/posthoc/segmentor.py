@@ -1,0 +1,68 @@
+"""Run every head of an mmseg segmentor once, on a random image batch.
+
+The transformations of this package are checked on what every head computes
+(the decode heads and the auxiliary heads, which training reads), not only on
+the segmentation the model returns.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .trace import tensors_in
+
+__all__ = ['forward_heads', 'probe_input', 'input_size_of']
+
+#: Input size used when the model's data preprocessor gives none.
+DEFAULT_SIZE = (64, 64)
+
+
+def forward_heads(model: nn.Module, inputs: Tensor) -> List[Tensor]:
+    """The outputs of every decode and auxiliary head of ``model`` on ``inputs``.
+
+    Args:
+        model: an mmseg ``EncoderDecoder`` or ``CascadeEncoderDecoder``.
+        inputs: a normalised ``(N, C, H, W)`` batch.
+
+    Returns:
+        list[Tensor]: the decode head outputs (each stage of a cascade), then the
+        auxiliary head outputs.
+    """
+    features = model.extract_feat(inputs)
+    outputs: List[Tensor] = []
+    decode = model.decode_head
+    if isinstance(decode, nn.ModuleList):
+        previous = decode[0](features)
+        outputs += tensors_in(previous)
+        for head in decode[1:]:
+            previous = head(features, previous)
+            outputs += tensors_in(previous)
+    else:
+        outputs += tensors_in(decode(features))
+    auxiliary = getattr(model, 'auxiliary_head', None)
+    for head in (auxiliary if isinstance(auxiliary, nn.ModuleList) else [auxiliary]):
+        if isinstance(head, nn.Module):
+            outputs += tensors_in(head(features))
+    return outputs
+
+
+def input_size_of(model: nn.Module) -> Tuple[int, int]:
+    """The data preprocessor's ``size`` (the training crop), else 64x64."""
+    size = getattr(getattr(model, 'data_preprocessor', None), 'size', None)
+    if isinstance(size, (tuple, list)) and len(size) == 2:
+        return int(size[0]), int(size[1])
+    return DEFAULT_SIZE
+
+
+def probe_input(model: nn.Module, input_size: Optional[Tuple[int, int]] = None, seed: int = 0,
+                batch: int = 1) -> Tensor:
+    """A random normal batch for ``model`` from a local generator (the global RNG is untouched)."""
+    height, width = input_size or input_size_of(model)
+    mean = getattr(getattr(model, 'data_preprocessor', None), 'mean', None)
+    channels = int(mean.numel()) if isinstance(mean, Tensor) and mean.numel() > 0 else 3
+    generator = torch.Generator().manual_seed(seed)
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device('cpu')
+    return torch.randn(batch, channels, height, width, generator=generator).to(device)

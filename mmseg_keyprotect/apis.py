@@ -267,7 +267,7 @@ def evaluate_key_conditions(config: ConfigLike, checkpoint: Optional[str], work_
 def protect_model(config: ConfigLike, checkpoint: str, key: Union[str, Path],
                   out_dir: Union[str, Path], method: str = 'permutation', points: Any = 'auto',
                   evaluate: bool = True, incorrect: int = 100, seed: int = 0,
-                  device: str = 'cpu'):
+                  device: str = 'cpu', cipher: str = 'BlockShuffle'):
     """Protect a trained, unprotected checkpoint with a key in seconds, without training.
 
     Writes ``out_dir/protected_config.py`` (inheriting ``config``, the key named by
@@ -287,13 +287,15 @@ def protect_model(config: ConfigLike, checkpoint: str, key: Union[str, Path],
         incorrect: the number of incorrect keys of that test.
         seed: their seed.
         device: where the model runs.
+        cipher: the block cipher of ``'patch-embedding'`` (``'BlockShuffle'``,
+            ``'BlockNegPos'``), block size = patch size.
 
     Returns:
         mmseg_keyprotect.posthoc.protect.Protected: the files written and the checks.
     """
     from .posthoc.protect import protect_checkpoint
     return protect_checkpoint(config, checkpoint, key, out_dir, method, points, evaluate,
-                              incorrect, seed, device)
+                              incorrect, seed, device, cipher)
 
 
 def rekey_model(config: ConfigLike, checkpoint: str, key: Union[str, Path],

@@ -3,6 +3,7 @@
 Usage:
     python tools/protect.py CONFIG CHECKPOINT --key KEYFILE --out DIR
         [--method {permutation,patch-embedding}] [--points auto | PATH:input ...]
+        [--cipher {BlockShuffle,BlockNegPos}]
     python tools/protect.py rekey CONFIG CHECKPOINT --key OLDKEY --new-key NEWKEY --out DIR
 
 Writes DIR/protected_config.py (inherits CONFIG, names the key by its file) and
@@ -51,6 +52,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--key', required=True, help='the key file (tools/keygen.py)')
     parser.add_argument('--method', choices=('permutation', 'patch-embedding'),
                         default='permutation')
+    parser.add_argument('--cipher', choices=('BlockShuffle', 'BlockNegPos'),
+                        default='BlockShuffle',
+                        help='patch-embedding: the block cipher (block size = patch size)')
     parser.add_argument('--points', nargs='+', default=['auto'],
                         help="permutation points: 'auto', a preset or module paths "
                              "('decode_head.conv_seg:input')")
@@ -70,7 +74,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             points = args.points[0] if len(args.points) == 1 else args.points
             result = protect_model(args.config, args.checkpoint, args.key, args.out,
-                                   args.method, points, **common)
+                                   args.method, points, cipher=args.cipher, **common)
     except (ValueError, OSError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1

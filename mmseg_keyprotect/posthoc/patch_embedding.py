@@ -40,11 +40,12 @@ from torch import Tensor, nn
 from ..keys import SecretKey
 from .trace import record_ops
 from .absorb import DEFAULT_ATOL, max_output_difference
-from .segmentor import forward_heads, input_size_of
+from .segmentor import (forward_heads, image_channels, input_size_of, normalised,
+                        random_images)
 
 __all__ = ['PatchEmbedding', 'PatchEmbeddingTransformed', 'find_patch_embedding',
            'cipher_affine', 'transform_patch_weights', 'transform_patch_embedding',
-           'check_encrypted', 'random_images', 'normalised', 'CIPHERS']
+           'check_encrypted', 'CIPHERS']
 
 #: The ciphers the transformation accepts (affine per block).
 CIPHERS = ('BlockShuffle', 'BlockNegPos')
@@ -73,7 +74,7 @@ def find_patch_embedding(model: nn.Module,
         ValueError: one line saying why the model does not qualify.
     """
     height, width = input_size or input_size_of(model)
-    image = torch.zeros(1, _channels(model), height, width)
+    image = torch.zeros(1, image_channels(model), height, width)
     names = {id(t): n for n, t in list(model.named_parameters()) + list(model.named_buffers())}
     with torch.no_grad():
         records, _ = record_ops(lambda: model.backbone(image))
@@ -117,11 +118,6 @@ def _pair(value: Any) -> Tuple[int, int]:
     if isinstance(value, (tuple, list)):
         return tuple(int(v) for v in value) if len(value) == 2 else (int(value[0]), ) * 2
     return (int(value), int(value))
-
-
-def _channels(model: nn.Module) -> int:
-    mean = getattr(getattr(model, 'data_preprocessor', None), 'mean', None)
-    return int(mean.numel()) if isinstance(mean, Tensor) and mean.numel() > 0 else 3
 
 
 def cipher_affine(cipher: Any, patch: int, channels: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -206,11 +202,10 @@ class PatchEmbeddingTransformed:
     cipher: Dict[str, Any]
     max_difference: float
 
-    def config_overrides(self, key_source: Mapping[str, Any]) -> Dict[str, Any]:
-        """The config fields that add the cipher (in the data preprocessor)."""
+    def model_overrides(self, key_source: Mapping[str, Any]) -> Dict[str, Any]:
+        """The ``model`` fields that add the cipher (in the data preprocessor)."""
         cipher = dict(self.cipher, key=dict(key_source))
-        return dict(model=dict(data_preprocessor=dict(type='BlockCipherSegDataPreProcessor',
-                                                       cipher=cipher)))
+        return dict(data_preprocessor=dict(type='BlockCipherSegDataPreProcessor', cipher=cipher))
 
 
 def transform_patch_embedding(model: nn.Module, key: SecretKey, cfg: Any = None,
@@ -242,7 +237,7 @@ def transform_patch_embedding(model: nn.Module, key: SecretKey, cfg: Any = None,
     block = block_size or embedding.patch_size
     built = TRANSFORMS.build(dict(type=cipher, block_size=block, key=key))
     pre = model.data_preprocessor
-    channels = _channels(model)
+    channels = image_channels(model)
     matrix, shift = cipher_affine(built, embedding.patch_size, channels)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     old_bias = state[embedding.bias] if embedding.bias else None
@@ -284,21 +279,6 @@ def _copy_with(model: nn.Module, state: Mapping[str, Tensor]) -> nn.Module:
     transformed = copy.deepcopy(model)
     transformed.load_state_dict(state)
     return transformed
-
-
-def random_images(model: nn.Module, input_size: Optional[Tuple[int, int]] = None,
-                  count: int = 2, seed: int = 0) -> List[np.ndarray]:
-    """``count`` random uint8 ``(H, W, C)`` images, as a pipeline hands them to a cipher."""
-    height, width = input_size or input_size_of(model)
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (height, width, _channels(model)), dtype=np.uint8)
-            for _ in range(count)]
-
-
-def normalised(model: nn.Module, images: Sequence[np.ndarray]) -> Tensor:
-    """``images`` through ``model``'s data preprocessor (BGR->RGB, normalise), as a batch."""
-    inputs = [torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))) for img in images]
-    return model.data_preprocessor(dict(inputs=inputs), False)['inputs']
 
 
 def check_encrypted(model: nn.Module, transformed: nn.Module, cipher: Any,

@@ -6,14 +6,17 @@ the segmentation the model returns.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
 
 import torch
 from torch import Tensor, nn
 
 from .trace import tensors_in
 
-__all__ = ['forward_heads', 'probe_input', 'input_size_of']
+__all__ = ['forward_heads', 'probe_input', 'input_size_of', 'random_images', 'normalised',
+           'image_channels']
 
 #: Input size used when the model's data preprocessor gives none.
 DEFAULT_SIZE = (64, 64)
@@ -60,9 +63,33 @@ def probe_input(model: nn.Module, input_size: Optional[Tuple[int, int]] = None, 
                 batch: int = 1) -> Tensor:
     """A random normal batch for ``model`` from a local generator (the global RNG is untouched)."""
     height, width = input_size or input_size_of(model)
-    mean = getattr(getattr(model, 'data_preprocessor', None), 'mean', None)
-    channels = int(mean.numel()) if isinstance(mean, Tensor) and mean.numel() > 0 else 3
+    channels = image_channels(model)
     generator = torch.Generator().manual_seed(seed)
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device('cpu')
     return torch.randn(batch, channels, height, width, generator=generator).to(device)
+
+
+def image_channels(model: nn.Module) -> int:
+    """The image channels: from the data preprocessor's ``mean``, else 3."""
+    mean = getattr(getattr(model, 'data_preprocessor', None), 'mean', None)
+    return int(mean.numel()) if isinstance(mean, Tensor) and mean.numel() > 0 else 3
+
+
+def random_images(model: nn.Module, input_size: Optional[Tuple[int, int]] = None,
+                  count: int = 2, seed: int = 0) -> List[np.ndarray]:
+    """``count`` random uint8 ``(H, W, C)`` images, as a pipeline hands them to a cipher."""
+    height, width = input_size or input_size_of(model)
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (height, width, image_channels(model)), dtype=np.uint8)
+            for _ in range(count)]
+
+
+def normalised(model: nn.Module, images: Sequence[np.ndarray]) -> Tensor:
+    """``images`` through ``model``'s own data preprocessor, as a batch.
+
+    BGR->RGB and normalisation; a cipher data preprocessor also encrypts them
+    with its active key, as it does for the dataloader's images.
+    """
+    inputs = [torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))) for img in images]
+    return model.data_preprocessor(dict(inputs=inputs), False)['inputs']

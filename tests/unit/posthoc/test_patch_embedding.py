@@ -9,9 +9,8 @@ import torch
 from mmseg.registry import MODELS, TRANSFORMS
 
 from mmseg_keyprotect.posthoc.absorb import max_output_difference
-from mmseg_keyprotect.posthoc.patch_embedding import (cipher_affine, normalised,
-                                                      random_images, transform_patch_embedding)
-from mmseg_keyprotect.posthoc.segmentor import forward_heads
+from mmseg_keyprotect.posthoc.patch_embedding import cipher_affine, transform_patch_embedding
+from mmseg_keyprotect.posthoc.segmentor import forward_heads, normalised, random_images
 
 from .families import build_family, family_cfg
 
@@ -42,12 +41,13 @@ def test_ffx_is_refused_in_one_line(key):
 
 
 # the larger models (10-40 s each on 2 busy cores) run with -m slow
-_SLOW = {'beit', 'mae', 'swin', 'twins', 'setr'}
+_SLOW = {'beit', 'mae', 'swin', 'twins', 'setr', 'dpt'}
 
 
 @pytest.mark.parametrize('family, cipher', [
     pytest.param(f, 'BlockShuffle', marks=[pytest.mark.slow] if f in _SLOW else [])
-    for f in sorted(VIT_FAMILIES)] + [('vit', 'BlockNegPos'), ('swin', 'BlockNegPos')])
+    for f in sorted(VIT_FAMILIES)] + [('vit', 'BlockNegPos'),
+                                      pytest.param('swin', 'BlockNegPos', marks=pytest.mark.slow)])
 def test_transformed_model_on_encrypted_images_equals_plain_model(family, cipher, key,
                                                                   other_key):
     plain = build_family(family, overrides=VIT_FAMILIES[family])

@@ -6,6 +6,7 @@ Usage:
     python tools/benchmark.py permutation [--size 256] [--batch 2] [--repeats 5]
     python tools/benchmark.py throughput [--device cpu] [--rounds 5] [--share]
     python tools/benchmark.py checkpoint [--repeats 5]
+    python tools/benchmark.py posthoc [--size 128] [--repeats 3]
 
 Each subcommand interleaves the variants it compares (A, B, C, A, B, C, ...)
 so that machine noise hits all of them alike, and prints a markdown table to
@@ -185,6 +186,12 @@ def bench_checkpoint(args: argparse.Namespace) -> None:
     run(args)
 
 
+def bench_posthoc(args: argparse.Namespace) -> None:
+    """Seconds to protect a trained FCN-R50 / ViT-B after training (tools/protect.py's transform)."""
+    from bench_posthoc import bench_posthoc as run
+    run(args)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest='command', required=True)
@@ -214,6 +221,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     checkpoint = sub.add_parser('checkpoint', help=bench_checkpoint.__doc__)
     checkpoint.add_argument('--repeats', type=int, default=5)
     checkpoint.set_defaults(func=bench_checkpoint)
+    from bench_posthoc import add_arguments as posthoc_arguments
+    posthoc = sub.add_parser('posthoc', help=bench_posthoc.__doc__)
+    posthoc_arguments(posthoc)
+    posthoc.set_defaults(func=bench_posthoc)
     return parser.parse_args(argv)
 
 

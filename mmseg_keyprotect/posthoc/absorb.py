@@ -121,7 +121,7 @@ def absorb_permutations(model: nn.Module,
             refused.append(str(error))
             print_log(f'left out {error}', logger='current', level=logging.WARNING)
             specs = [s for s in specs if s.name() != error.point]
-    check = probe_input(model, input_size, seed=1, batch=2)
+    check = probe_input(model, input_size, seed=1)
     difference = _check_exact(model, keyed, check, specs, atol)
     return Absorbed({k: v.detach().clone() for k, v in keyed.state_dict().items()}, specs,
                     sorted(changes), refused, difference, keyed)
@@ -132,8 +132,9 @@ def _absorb(model: nn.Module, specs: Sequence[PointSpec], key: SecretKey,
     """A copy of ``model`` with the permutations attached and the weights transformed."""
     keyed = copy.deepcopy(model).eval()
     perms = attach_permutations(keyed, list(specs), key)
-    with torch.no_grad():
-        forward_heads(keyed, inputs)  # sizes the permutations whose channels were not given
+    if any(p.index is None for p in perms):
+        with torch.no_grad():
+            forward_heads(keyed, inputs)  # sizes the permutations whose channels were not given
     hooks = {id(p.index): (p.purpose, p.index, None) for p in perms if p.index is not None}
     changes = transformed_weights(keyed, hooks, inputs, [s.name() for s in specs])
     apply_weights(keyed, changes)

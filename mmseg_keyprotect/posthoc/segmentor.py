@@ -20,6 +20,8 @@ __all__ = ['forward_heads', 'probe_input', 'input_size_of', 'random_images', 'no
 
 #: Input size used when the model's data preprocessor gives none.
 DEFAULT_SIZE = (64, 64)
+#: The largest side of the check inputs taken from the training crop.
+MAX_SIDE = 128
 
 
 def forward_heads(model: nn.Module, inputs: Tensor) -> List[Tensor]:
@@ -52,10 +54,15 @@ def forward_heads(model: nn.Module, inputs: Tensor) -> List[Tensor]:
 
 
 def input_size_of(model: nn.Module) -> Tuple[int, int]:
-    """The data preprocessor's ``size`` (the training crop), else 64x64."""
+    """The input size of the checks: the data preprocessor's ``size`` (the training crop),
+    each side cut to at most :data:`MAX_SIDE` (a multiple of 32), else 64x64.
+
+    The transformations do not depend on the size; the checks only need every layer to
+    run, and a 512x1024 crop would make each pass of a large model take many seconds.
+    """
     size = getattr(getattr(model, 'data_preprocessor', None), 'size', None)
     if isinstance(size, (tuple, list)) and len(size) == 2:
-        return int(size[0]), int(size[1])
+        return tuple(min(int(side), MAX_SIDE) for side in size)  # type: ignore[return-value]
     return DEFAULT_SIZE
 
 

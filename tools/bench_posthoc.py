@@ -3,7 +3,10 @@
 FCN-R50-D8 and ViT-B (UPerNet) from mmseg's own configs, random weights (the time
 does not depend on them), no pretrained download. Times the transformation with
 its exactness check: absorbed permutations at ``points='auto'``, and for ViT-B
-the key-transformed patch embedding (BlockShuffle, block = patch = 16).
+the key-transformed patch embedding (BlockShuffle, block = patch = 16), next to one
+forward pass of every head of the same model on one image (the unit the times are made of:
+finding the points traces the model, the transformation records one pass, the check runs
+the original and the keyed model).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import mmseg_keyprotect  # noqa: F401  (registers components)
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.posthoc import absorb_permutations
 from mmseg_keyprotect.posthoc.patch_embedding import transform_patch_embedding
+from mmseg_keyprotect.posthoc.segmentor import forward_heads, probe_input
 from mmseg_keyprotect.sweep import mmseg_config_dir, shrink_config
 
 MODELS_TIMED = {
@@ -35,6 +39,11 @@ def _build(config: str, size: int) -> torch.nn.Module:
     return MODELS.build(cfg.model).eval()
 
 
+def _forward(model: torch.nn.Module, inputs: torch.Tensor) -> object:
+    with torch.no_grad():
+        return forward_heads(model, inputs)
+
+
 def bench_posthoc(args: argparse.Namespace) -> None:
     """Seconds to protect a trained FCN-R50 / ViT-B after training (transform + exactness check)."""
     init_default_scope('mmseg')
@@ -42,6 +51,9 @@ def bench_posthoc(args: argparse.Namespace) -> None:
     rows: Dict[str, Callable[[], object]] = {}
     for name, config in MODELS_TIMED.items():
         model = _build(config, args.size)
+        inputs = probe_input(model, (args.size, args.size))
+        rows[f'{name}: one forward pass (reference)'] = (
+            lambda m=model, x=inputs: _forward(m, x))
         rows[f'{name}: permutation, points=auto'] = (
             lambda m=model: absorb_permutations(m, 'auto', key, (args.size, args.size)))
         if name.startswith('ViT'):

@@ -1,4 +1,4 @@
-"""Protect a model you already trained, in seconds, or change its key, without training.
+"""Protect a model you already trained, or change its key, without training.
 
 Usage:
     python tools/protect.py CONFIG CHECKPOINT --key KEYFILE --out DIR

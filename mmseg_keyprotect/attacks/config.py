@@ -133,6 +133,8 @@ def attack_runner_config(victim: Config, checkpoint: Optional[str], spec: Attack
             raise ValueError('the victim config has no protection to attack')
         adapters = dict(kind=spec.kind, points=points, block_size=block,
                         **(spec.sinkhorn if spec.kind == 'sinkhorn' else {}))
+        if not block and points != list(removed.points):
+            adapters['recorded'] = True  # names from the checkpoint's descriptor
         trainable = []
     cfg.model = ConfigDict(type='AttackedSegmentor', segmentor=cfg.model, adapters=adapters,
                            trainable=trainable)

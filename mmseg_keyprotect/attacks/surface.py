@@ -46,7 +46,8 @@ def build_attacked_segmentor(segmentor: Mapping[str, Any],
         segmentor: the segmentor's config (without protection: the attacker
             has no key).
         adapters: ``dict(kind='adapter'|'sinkhorn', points=[...], block_size=None,
-            **sinkhorn_options)``, or None for no adapters. ``block_size``
+            recorded=False, **sinkhorn_options)``, or None for no adapters
+            (``recorded``: the points are names from a checkpoint's descriptor). ``block_size``
             makes the modules act on MxM image blocks (for block ciphers; the
             point is then usually ``'backbone:input'``).
         trainable: ``'all'`` (every parameter), or a list of module paths whose
@@ -71,7 +72,7 @@ def build_attacked_segmentor(segmentor: Mapping[str, Any],
     if adapters:
         options = dict(adapters)
         kind = options.pop('kind')
-        specs = _resolved(model, options.pop('points'))
+        specs = _resolved(model, options.pop('points'), options.pop('recorded', False))
         for spec in specs:
             module = build_point_adapter(spec, kind, **options)
             module.register_on(find_module(modules, spec, ''))
@@ -84,12 +85,12 @@ def build_attacked_segmentor(segmentor: Mapping[str, Any],
     return model
 
 
-def _resolved(model: nn.Module, points: Any) -> List[PointSpec]:
-    """``points`` with presets resolved on ``model``; a point named by a checkpoint's
-    descriptor (``'backbone.layers.0.2:output'``) takes the channel axis ``'auto'`` finds
-    for it (token features are ``channel_dim=-1``)."""
+def _resolved(model: nn.Module, points: Any, recorded: bool) -> List[PointSpec]:
+    """``points`` with presets resolved on ``model``; points named by a checkpoint's
+    descriptor (``recorded``, e.g. ``'backbone.layers.0.2:output'``) take the channel axis
+    ``'auto'`` finds for them (token features are ``channel_dim=-1``)."""
     specs = list(parse_points(resolve_points(model, points)))
-    if all(spec.channels is not None for spec in specs):
+    if not recorded:
         return specs
     try:
         found = {spec.name(): spec for spec in parse_points(resolve_points(model, 'auto'))}

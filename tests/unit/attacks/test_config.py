@@ -112,7 +112,7 @@ def test_auto_points_come_from_the_stolen_checkpoints_descriptor(tmp_path):
     victim.model.protection.points = 'auto'
     spec = AttackSpec(kind='adapter', fraction=0.1, budget=10, optim_wrapper=SGD)
     cfg, _ = attack_runner_config(victim, str(checkpoint), spec, str(tmp_path / 'w'), 400)
-    assert cfg.model.adapters.points == names
+    assert cfg.model.adapters.points == names and cfg.model.adapters.recorded
 
 
 def test_victim_without_best_checkpoint_falls_back_to_the_last(tmp_path):

@@ -41,7 +41,7 @@ from .protection import KeyCondition, Protection, check_key_fingerprints
 
 __all__ = ['KeySetupError', 'CONDITIONS', 'load_config', 'prepare_keys', 'check_checkpoint_key',
            'init_protected_model', 'protected_inferencer', 'evaluate_key_conditions',
-           'checkpoint_protection', 'export_sealed', 'META_KEY']
+           'checkpoint_protection', 'export_sealed', 'META_KEY', 'protect_model', 'rekey_model']
 
 #: The key conditions a model can be loaded under.
 CONDITIONS = ('correct', 'plain', 'incorrect')
@@ -282,3 +282,54 @@ def evaluate_key_conditions(config: ConfigLike, checkpoint: Optional[str], work_
     runner = KeyProtectedRunner.from_cfg(cfg)
     metrics = runner.test()
     return dict(runner.test_loop.report, metrics={k: float(v) for k, v in metrics.items()})
+
+
+def protect_model(config: ConfigLike, checkpoint: str, key: Union[str, Path],
+                  out_dir: Union[str, Path], method: str = 'permutation', points: Any = 'auto',
+                  evaluate: bool = True, incorrect: int = 100, seed: int = 0,
+                  device: str = 'cpu', cipher: str = 'BlockShuffle'):
+    """Protect a trained, unprotected checkpoint with a key in seconds, without training.
+
+    Writes ``out_dir/protected_config.py`` (inheriting ``config``, the key named by
+    its file) and ``out_dir/protected.pth`` (sealed with the key), checks that the
+    written model under the key computes what the original did (max |logit
+    difference| <= 1e-4), then runs the key-condition test if the config's test
+    data exists. See :mod:`mmseg_keyprotect.posthoc` and ``docs/posthoc.md``.
+
+    Args:
+        config: the unprotected config (path).
+        checkpoint: its trained checkpoint.
+        key: the key file (``tools/keygen.py``).
+        out_dir: where the files go.
+        method: ``'permutation'`` or ``'patch-embedding'``.
+        points: the permutation points (``'auto'``, presets or module paths).
+        evaluate: run the key-condition test when test data is configured.
+        incorrect: the number of incorrect keys of that test.
+        seed: their seed.
+        device: where the model runs.
+        cipher: the block cipher of ``'patch-embedding'`` (``'BlockShuffle'``,
+            ``'BlockNegPos'``), block size = patch size.
+
+    Returns:
+        mmseg_keyprotect.posthoc.protect.Protected: the files written and the checks.
+    """
+    from .posthoc.protect import protect_checkpoint
+    return protect_checkpoint(config, checkpoint, key, out_dir, method, points, evaluate,
+                              incorrect, seed, device, cipher)
+
+
+def rekey_model(config: ConfigLike, checkpoint: str, key: Union[str, Path],
+                new_key: Union[str, Path], out_dir: Union[str, Path], evaluate: bool = True,
+                incorrect: int = 100, seed: int = 0, device: str = 'cpu'):
+    """Move a permutation-protected checkpoint from key ``key`` to ``new_key``, exactly.
+
+    The weights are opened with the old key in memory only and written sealed with
+    the new key; the old key no longer works. Block ciphers are refused (a CNN
+    needs retraining for a new cipher key). Arguments as for :func:`protect_model`.
+
+    Returns:
+        mmseg_keyprotect.posthoc.protect.Protected: the files written and the checks.
+    """
+    from .posthoc.protect import rekey_checkpoint
+    return rekey_checkpoint(config, checkpoint, key, new_key, out_dir, evaluate, incorrect,
+                            seed, device)

@@ -6,6 +6,7 @@ Usage:
     python tools/benchmark.py permutation [--size 256] [--batch 2] [--repeats 5]
     python tools/benchmark.py throughput [--device cpu] [--rounds 5] [--share]
     python tools/benchmark.py checkpoint [--repeats 5]
+    python tools/benchmark.py posthoc [--size 128] [--repeats 3]
     python tools/benchmark.py all
 
 Each subcommand (a module of ``tools/bench/``) interleaves the variants it compares
@@ -21,7 +22,7 @@ from types import ModuleType
 from typing import Dict, List, Optional
 
 #: Subcommand -> module of tools/bench/ (``add_arguments(parser)``, ``run(args)``).
-BENCHMARKS = ('ciphers', 'conditions', 'permutation', 'throughput', 'checkpoint')
+BENCHMARKS = ('ciphers', 'conditions', 'permutation', 'throughput', 'checkpoint', 'posthoc')
 
 
 def benchmark_modules() -> Dict[str, ModuleType]:

@@ -5,7 +5,8 @@
 2. trains, with mmseg's own tools/train.py, an unprotected baseline, a block-cipher model and
    the protection we recommend (docs/security.md): a feature-permutation model whose weights
    are also encrypted with the key (configs/demo/); the best checkpoint is selected on the
-   val split;
+   val split; then protects the trained baseline after training (tools/protect.py: keyed
+   permutations absorbed into its weights, sealed; no training, seconds);
 3. evaluates each with mmseg's own tools/test.py on the *test* split under the key conditions
    (correct, plain, 100 incorrect keys), with mmseg's pooled mIoU and paper 2's per-image
    mIoU, and prints one table;
@@ -42,6 +43,8 @@ MODELS = [
     ('recommended: permutation (Model-1..6) + encrypted weights',
      'configs/demo/fcn_r18-d8_perm-m1to6-encw_demo.py'),
 ]
+#: The fourth row: the trained baseline, protected after training (tools/protect.py).
+POSTHOC = 'baseline, protected after training'
 # Progress shown while training: every 100th iteration and each validation result.
 PROGRESS = re.compile(r'Iter\(train\) \[\s*\d*00/|Iter\(val\) \[(\d+)/\1\]')
 LOG_PREFIX = re.compile(r'^\d\d/\d\d \d\d:\d\d:\d\d - mmengine - \w+ - ')
@@ -115,11 +118,7 @@ def train_and_test(name: str, config: str, out: Path, args: argparse.Namespace,
     checkpoint = Path(find_checkpoint(work_dir, 'best'))
     say(f'[{name}] trained in {time.time() - start:.0f} s; testing {checkpoint.name} '
         f'(selected on val) on the test split under key conditions')
-    test_opts = test_options(args.data_root) + [f'test_cfg.incorrect={args.incorrect}']
-    run_streaming([sys.executable, 'tools/test.py', config, str(checkpoint), '--work-dir',
-                   str(work_dir), '--cfg-options', *test_opts],
-                  work_dir / 'test_stdout.log', re.compile(r'^\|'), env, tag)
-    report = json.loads((work_dir / 'key_conditions.json').read_text())  # KeyConditionTestLoop's
+    report = test_key_conditions(name, config, checkpoint, work_dir, args, env, tag)
     if report['protection'] and not args.no_figure:
         figure = out / f'conditions_{slug(config)}.png'
         subprocess.run([sys.executable, 'tools/visualize_conditions.py', config,
@@ -128,6 +127,35 @@ def train_and_test(name: str, config: str, out: Path, args: argparse.Namespace,
                        cwd=REPO, check=True, capture_output=True, env=env)
         say(f'[{name}] figure: {figure}')
     say(f'[{name}] done in {time.time() - start:.0f} s')
+    return report['summary']
+
+
+def test_key_conditions(name: str, config: str, checkpoint: Path, work_dir: Path,
+                        args: argparse.Namespace, env: Dict[str, str], tag: str) -> Dict:
+    """mmseg's tools/test.py on the test split under key conditions; the summary."""
+    test_opts = test_options(args.data_root) + [f'test_cfg.incorrect={args.incorrect}']
+    run_streaming([sys.executable, 'tools/test.py', config, str(checkpoint), '--work-dir',
+                   str(work_dir), '--cfg-options', *test_opts],
+                  work_dir / 'test_stdout.log', re.compile(r'^\|'), env, tag)
+    return json.loads((work_dir / 'key_conditions.json').read_text())  # KeyConditionTestLoop's
+
+
+def protect_after_training(baseline: str, out: Path, args: argparse.Namespace,
+                           threads: int = 1) -> Dict:
+    """Protect the trained baseline with tools/protect.py (no training), then test it."""
+    env = demo_env(out / 'owner.key', threads)
+    checkpoint = Path(find_checkpoint(out / slug(baseline), 'best'))
+    work_dir = out / f'{slug(baseline)}_protected'
+    say(f'\n[{POSTHOC}] protecting {checkpoint.name} with tools/protect.py (points=auto, '
+        'weights sealed)')
+    start = time.time()
+    run_streaming([sys.executable, 'tools/protect.py', baseline, str(checkpoint), '--key',
+                   str(out / 'owner.key'), '--out', str(work_dir), '--no-eval'],
+                  work_dir.with_suffix('.log'), re.compile(r'^(protected|wrote)'), env,
+                  '[protect] ')
+    say(f'[{POSTHOC}] protected in {time.time() - start:.0f} s; testing under key conditions')
+    report = test_key_conditions(POSTHOC, str(work_dir / 'protected_config.py'),
+                                 work_dir / 'protected.pth', work_dir, args, env, '[protected] ')
     return report['summary']
 
 
@@ -184,6 +212,8 @@ def main(argv=None) -> None:
         futures = {name: pool.submit(train_and_test, name, config, out, args, threads)
                    for name, config in MODELS}
         results = {name: future.result() for name, future in futures.items()}
+    results[POSTHOC] = protect_after_training(MODELS[0][1], out, args,
+                                              threads_per_job(1, os.cpu_count() or 1))
     elapsed = time.time() - start
     info.update(load_average_end=os.getloadavg(), seconds=round(elapsed), jobs=jobs,
                 threads_per_job=threads, seed=args.seed)

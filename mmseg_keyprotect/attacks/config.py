@@ -90,6 +90,23 @@ def subset_indices(size: int, fraction: float, seed: int) -> List[int]:
     return sorted(int(i) for i in rng.choice(size, count, replace=False))
 
 
+def stolen_points(points: List[Any], checkpoint: Optional[str]) -> List[Any]:
+    """The victim's points, presets (``'auto'`` ...) replaced by what they resolved to.
+
+    A protected checkpoint records the points it was trained with in its (non-secret)
+    protection descriptor (``meta['key_protection']``); where the config names a preset,
+    those are the points. Without a descriptor the preset is kept and resolved on the
+    attacker's model (:func:`~mmseg_keyprotect.attacks.surface.build_attacked_segmentor`).
+    """
+    from ..apis import checkpoint_protection
+    from ..models.auto_points import is_preset
+    if not any(is_preset(p) for p in points) or not checkpoint or not Path(checkpoint).is_file():
+        return list(points)
+    recorded = [entry['point'] for entry in checkpoint_protection(checkpoint) or ()
+                if 'point' in entry]
+    return list(dict.fromkeys(recorded)) or list(points)
+
+
 def attack_runner_config(victim: Config, checkpoint: Optional[str], spec: AttackSpec,
                          work_dir: str, train_size: int) -> 'tuple[Config, RemovedProtection]':
     """The mmengine runner config of one attack.
@@ -111,11 +128,13 @@ def attack_runner_config(victim: Config, checkpoint: Optional[str], spec: Attack
         trainable = list(spec.head_modules)
     elif spec.kind in ('adapter', 'sinkhorn'):
         block = removed.block_size
-        points = ['backbone:input'] if block else list(removed.points)
+        points = ['backbone:input'] if block else stolen_points(removed.points, checkpoint)
         if not points:
             raise ValueError('the victim config has no protection to attack')
         adapters = dict(kind=spec.kind, points=points, block_size=block,
                         **(spec.sinkhorn if spec.kind == 'sinkhorn' else {}))
+        if not block and points != list(removed.points):
+            adapters['recorded'] = True  # names from the checkpoint's descriptor
         trainable = []
     cfg.model = ConfigDict(type='AttackedSegmentor', segmentor=cfg.model, adapters=adapters,
                            trainable=trainable)

@@ -20,7 +20,8 @@ __all__ = ['stolen_checkpoint', 'attack_specs', 'finished_runs', 'run_suite']
 
 
 def stolen_checkpoint(victim_cfg: Dict[str, Any], init: str = 'checkpoint') -> str:
-    """The stolen file: the best checkpoint, or for ``init='momentum'`` the last ``iter_*.pth``.
+    """The stolen file: the best checkpoint (else the last ``iter_*.pth``, when the victim
+    kept no ``best_*.pth``), or for ``init='momentum'`` the last ``iter_*.pth``.
 
     ``victim_cfg['checkpoint']`` / ``['iter_checkpoint']`` name it, else it is looked up
     in ``victim_cfg['work_dir']``.
@@ -31,8 +32,14 @@ def stolen_checkpoint(victim_cfg: Dict[str, Any], init: str = 'checkpoint') -> s
     try:
         return find_checkpoint(victim_cfg['work_dir'], which)
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err}; train the victim first (tools/train.py "
-                                f"{victim_cfg['config']})") from None
+        error = err
+    if which == 'best':  # mmseg's default CheckpointHook keeps no best_*.pth: the last one
+        try:
+            return find_checkpoint(victim_cfg['work_dir'], 'last')
+        except FileNotFoundError:
+            pass
+    raise FileNotFoundError(f"{error}; train the victim first (tools/train.py "
+                            f"{victim_cfg['config']})")
 
 
 def attack_specs(attack_cfg: Config, kinds: Optional[Sequence[str]] = None,

@@ -24,7 +24,8 @@ import torch
 from mmseg.registry import MODELS
 from torch import nn
 
-from ..models.points import find_module, parse_points
+from ..models.auto_points import resolve_points
+from ..models.points import PointSpec, find_module, parse_points
 from .adapters import build_point_adapter
 
 __all__ = ['build_attacked_segmentor', 'ATTACK_ATTR', 'frozen_norm_layers', 'probe']
@@ -45,7 +46,8 @@ def build_attacked_segmentor(segmentor: Mapping[str, Any],
         segmentor: the segmentor's config (without protection: the attacker
             has no key).
         adapters: ``dict(kind='adapter'|'sinkhorn', points=[...], block_size=None,
-            **sinkhorn_options)``, or None for no adapters. ``block_size``
+            recorded=False, **sinkhorn_options)``, or None for no adapters
+            (``recorded``: the points are names from a checkpoint's descriptor). ``block_size``
             makes the modules act on MxM image blocks (for block ciphers; the
             point is then usually ``'backbone:input'``).
         trainable: ``'all'`` (every parameter), or a list of module paths whose
@@ -70,7 +72,7 @@ def build_attacked_segmentor(segmentor: Mapping[str, Any],
     if adapters:
         options = dict(adapters)
         kind = options.pop('kind')
-        specs = parse_points(options.pop('points'))
+        specs = _resolved(model, options.pop('points'), options.pop('recorded', False))
         for spec in specs:
             module = build_point_adapter(spec, kind, **options)
             module.register_on(find_module(modules, spec, ''))
@@ -81,6 +83,20 @@ def build_attacked_segmentor(segmentor: Mapping[str, Any],
     if adapters:
         probe(model, probe_size)
     return model
+
+
+def _resolved(model: nn.Module, points: Any, recorded: bool) -> List[PointSpec]:
+    """``points`` with presets resolved on ``model``; points named by a checkpoint's
+    descriptor (``recorded``, e.g. ``'backbone.layers.0.2:output'``) take the channel axis
+    ``'auto'`` finds for them (token features are ``channel_dim=-1``)."""
+    specs = list(parse_points(resolve_points(model, points)))
+    if not recorded:
+        return specs
+    try:
+        found = {spec.name(): spec for spec in parse_points(resolve_points(model, 'auto'))}
+    except ValueError:  # a model auto cannot trace: the points stay as given
+        return specs
+    return [found.get(spec.name(), spec) for spec in specs]
 
 
 def _freeze_except(model: nn.Module, modules: Mapping[str, nn.Module],

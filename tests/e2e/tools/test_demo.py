@@ -27,15 +27,19 @@ def test_demo_runs_from_a_fresh_output_directory(tmp_path):
     report = json.loads((out / 'results.json').read_text())
     results = report['models']
     assert list(results) == ['baseline', 'block cipher (SHF, M=2)',
-                             'recommended: permutation (Model-1..6) + encrypted weights']
+                             'recommended: permutation (Model-1..6) + encrypted weights',
+                             'baseline, protected after training']
     for name, summary in results.items():
         assert 0 <= summary['correct']['mIoU'] <= 100
         assert 0 <= summary['correct']['mIoU_per_image'] <= 100
         if name != 'baseline':
             assert summary['incorrect']['num_keys'] == 2
     assert report['run']['seconds'] > 0 and report['run']['cpu_count'] >= 1
-    # header, rule, 3 models x (pooled, per-image)
-    assert (out / 'results.md').read_text().count('\n') == 8
+    # header, rule, 4 models x (pooled, per-image)
+    assert (out / 'results.md').read_text().count('\n') == 10
+    # protected after training: the baseline's correct-key numbers, at no training cost
+    protected = results['baseline, protected after training']
+    assert abs(protected['correct']['mIoU'] - results['baseline']['correct']['mIoU']) < 0.05
     # the reported numbers come from the test split, not the val split used for selection
     for config in ('fcn_r18-d8_baseline_demo', 'fcn_r18-d8_perm-m1to6-encw_demo'):
         tested = json.loads((out / config / 'key_conditions.json').read_text())

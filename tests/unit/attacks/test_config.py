@@ -100,3 +100,26 @@ def test_unprotected_victim_has_nothing_to_attack():
     spec = AttackSpec('adapter', 0.01, 3, SGD)
     with pytest.raises(ValueError, match='no protection to attack'):
         attack_runner_config(load('fcn_r18-d8_baseline_demo.py'), 'x.pth', spec, '/tmp/w', 400)
+
+
+def test_auto_points_come_from_the_stolen_checkpoints_descriptor(tmp_path):
+    import torch
+    names = ['backbone.layer3:output', 'decode_head.conv_seg:input']
+    checkpoint = tmp_path / 'stolen.pth'
+    torch.save({'state_dict': {}, 'meta': {'key_protection': [
+        {'type': 'PointPermutation', 'point': n, 'key': 'ab'} for n in names]}}, checkpoint)
+    victim = load('fcn_r18-d8_perm-m6_demo.py')
+    victim.model.protection.points = 'auto'
+    spec = AttackSpec(kind='adapter', fraction=0.1, budget=10, optim_wrapper=SGD)
+    cfg, _ = attack_runner_config(victim, str(checkpoint), spec, str(tmp_path / 'w'), 400)
+    assert cfg.model.adapters.points == names and cfg.model.adapters.recorded
+
+
+def test_victim_without_best_checkpoint_falls_back_to_the_last(tmp_path):
+    from mmseg_keyprotect.attacks.suite import stolen_checkpoint
+    for name in ('iter_2.pth', 'iter_10.pth'):
+        (tmp_path / name).write_bytes(b'')
+    victim = dict(config='victim.py', work_dir=str(tmp_path))
+    assert stolen_checkpoint(victim) == str(tmp_path / 'iter_10.pth')
+    with pytest.raises(FileNotFoundError, match='train the victim first'):
+        stolen_checkpoint(dict(config='victim.py', work_dir=str(tmp_path / 'none')))

@@ -58,3 +58,17 @@ def test_all_trainable_by_default_and_bad_paths():
         build(trainable=['decode_head.nope'])
     with pytest.raises(ValueError, match="no module at path 'backbone.nope'"):
         build(adapters=dict(kind='adapter', points=['backbone.nope']), trainable=[])
+
+
+def test_auto_and_recorded_token_points_on_segformer():
+    """'auto' resolves on the attacker's model; names from a descriptor keep channel_dim=-1."""
+    from ..posthoc.families import family_cfg
+    segmentor = family_cfg('segformer').model
+    names = ['backbone.layers.0.2:output', 'decode_head.conv_seg:input']
+    for points, recorded in ((['auto'], False), (names, True)):
+        model = MODELS.build(dict(type='AttackedSegmentor', segmentor=segmentor, trainable=[],
+                                  adapters=dict(kind='adapter', points=points,
+                                                recorded=recorded)))
+        dims = {a.point.name(): a.point.channel_dim for a in model.keyprotect_attack}
+        assert dims['backbone.layers.0.2:output'] == -1
+        assert dims['decode_head.conv_seg:input'] == 1

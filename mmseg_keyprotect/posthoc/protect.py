@@ -25,7 +25,7 @@ from torch import nn
 
 from ..apis import evaluate_key_conditions, init_protected_model, load_config
 from ..engine.checkpoint import install_safe_loaders
-from ..key_sources import find_key_sources
+from ..keys import find_key_sources
 from ..keys import SecretKey
 from ..models.points import PointSpec
 from ..protection import Protection

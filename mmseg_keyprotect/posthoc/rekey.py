@@ -94,7 +94,7 @@ def rekey_permutations(model: nn.Module, new_key: KeySpec,
     """
     protection = Protection.of(model)
     refuse_block_ciphers(protection, 'rekey')
-    points = protection.points
+    points = protection.permutations
     if not points:
         raise ValueError('rekey: the model has no channel-permutation points to rekey')
     secret = resolve_key(new_key, 'rekey')

@@ -124,17 +124,6 @@ class Protection:
         """Every keyed part of the targets (found afresh, so a rebuilt loader counts)."""
         return find_keyed_parts(*self.targets)
 
-    @property
-    def points(self) -> List[KeyedComponent]:
-        """The channel permutations placed at points of the models (read-only).
-
-        Each has ``point`` (its :class:`~mmseg_keyprotect.models.points.PointSpec`),
-        ``purpose`` (its name, under which its index is derived from the key),
-        ``num_channels`` and ``index`` (for the active key).
-        """
-        from ..models.points import PointPermutation
-        return [part for part in self.parts if isinstance(part, PointPermutation)]
-
     def describe(self) -> Descriptor:
         """The non-secret descriptor: one entry per distinct part, sorted.
 

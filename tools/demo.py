@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from mmseg_keyprotect.checkpoint import find_checkpoint
-from mmseg_keyprotect.evaluation.reports import models_table, write_report
+from mmseg_keyprotect.evaluation import models_table, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = [

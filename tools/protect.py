@@ -22,7 +22,7 @@ from typing import List, Optional
 import mmseg_keyprotect  # noqa: F401  (registers components)
 import mmseg_keyprotect.compat  # noqa: F401  (weights-only loaders)
 from mmseg_keyprotect.apis import protect_model, rekey_model
-from mmseg_keyprotect.evaluation.reports import markdown_table
+from mmseg_keyprotect.evaluation import markdown_table
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -16,9 +16,9 @@ the loops and metrics to register them.
 """
 from ..protection.conditions import (KeyCondition, condition_list, draw_incorrect_keys,
                                      make_conditions)
-from .reports import flatten, markdown_table, summarize, write_report
+from .reports import flatten, markdown_table, models_table, summarize, write_report
 
 __all__ = [
     'KeyCondition', 'condition_list', 'draw_incorrect_keys', 'make_conditions', 'flatten',
-    'markdown_table', 'summarize', 'write_report'
+    'markdown_table', 'models_table', 'summarize', 'write_report'
 ]

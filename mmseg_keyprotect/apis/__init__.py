@@ -34,10 +34,11 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from torch import nn
 
-from .checkpoint import META_KEY, install_safe_loaders, save_atomically, seal_file, sealing
-from .keys import (COMPONENT_FIELDS, KeyLike, SecretKey, key_from, replace_key_sources,
+from ..checkpoint import (MANIFEST_KEY, META_KEY, META_MAC_KEY, install_safe_loaders, save_atomically,
+                          seal_file, sealing)
+from ..keys import (COMPONENT_FIELDS, KeyLike, SecretKey, key_from, replace_key_sources,
                    resolve_key_sources)
-from .protection import KeyCondition, Protection, check_key_fingerprints
+from ..protection import KeyCondition, Protection, check_key_fingerprints
 
 __all__ = ['KeySetupError', 'CONDITIONS', 'load_config', 'prepare_keys', 'check_checkpoint_key',
            'init_protected_model', 'protected_inferencer', 'evaluate_key_conditions',
@@ -197,7 +198,8 @@ def init_protected_model(config: ConfigLike, checkpoint: Optional[str] = None,
     return model
 
 
-def export_sealed(model: nn.Module, path: Union[str, Path]) -> Path:
+def export_sealed(model: nn.Module, path: Union[str, Path],
+                  meta: Optional[Mapping[str, Any]] = None) -> Path:
     """Write ``model``'s weights for deployment: the one blessed export of a protected model.
 
     The file is a sealed checkpoint (``meta`` with the protection descriptor and
@@ -211,6 +213,8 @@ def export_sealed(model: nn.Module, path: Union[str, Path]) -> Path:
     Args:
         model: a built protected model with ``encrypt_weights=True``.
         path: the file to write (replaced if it exists).
+        meta: other ``meta`` fields to keep (``dataset_meta`` ...); a previous
+            protection descriptor, its HMAC or manifest in it is replaced.
 
     Returns:
         Path: ``path``.
@@ -223,8 +227,11 @@ def export_sealed(model: nn.Module, path: Union[str, Path]) -> Path:
         raise ValueError(f'{type(model).__name__} does not encrypt its weights: export_sealed '
                          'needs protection.encrypt_weights=True')
     with sealing():
-        checkpoint = {'meta': {'iter': None}, 'state_dict': model.state_dict()}
+        kept = {k: v for k, v in dict(meta or {}).items()
+                if k not in (META_KEY, META_MAC_KEY, MANIFEST_KEY)}
+        checkpoint = {'meta': {'iter': None, **kept}, 'state_dict': model.state_dict()}
     seal_file(checkpoint, model, encryption.key, run=f'export-{secrets.token_hex(8)}')
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_atomically(checkpoint, path)
     return Path(path)
 
@@ -272,7 +279,7 @@ def evaluate_key_conditions(config: ConfigLike, checkpoint: Optional[str], work_
         dict: the JSON report (``summary``, ``per_condition``, ``protection`` ...)
         plus ``metrics`` (the flat metrics the loop returned).
     """
-    from .engine.runner import KeyProtectedRunner
+    from ..engine.runner import KeyProtectedRunner
     cfg = _prepared(config, checkpoint, key, 'correct', cfg_options)
     loop = {k: v for k, v in dict(cfg.get('test_cfg') or {}).items() if k != 'type'}
     loop.update(type='KeyConditionTestLoop', incorrect=incorrect, seed=seed, **loop_options)
@@ -311,9 +318,9 @@ def protect_model(config: ConfigLike, checkpoint: str, key: Union[str, Path],
             ``'BlockNegPos'``), block size = patch size.
 
     Returns:
-        mmseg_keyprotect.posthoc.protect.Protected: the files written and the checks.
+        mmseg_keyprotect.apis.protect.Protected: the files written and the checks.
     """
-    from .posthoc.protect import protect_checkpoint
+    from .protect import protect_checkpoint
     return protect_checkpoint(config, checkpoint, key, out_dir, method, points, evaluate,
                               incorrect, seed, device, cipher)
 
@@ -328,8 +335,8 @@ def rekey_model(config: ConfigLike, checkpoint: str, key: Union[str, Path],
     needs retraining for a new cipher key). Arguments as for :func:`protect_model`.
 
     Returns:
-        mmseg_keyprotect.posthoc.protect.Protected: the files written and the checks.
+        mmseg_keyprotect.apis.protect.Protected: the files written and the checks.
     """
-    from .posthoc.protect import rekey_checkpoint
+    from .protect import rekey_checkpoint
     return rekey_checkpoint(config, checkpoint, key, new_key, out_dir, evaluate, incorrect,
                             seed, device)

@@ -23,17 +23,17 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
-from ..apis import evaluate_key_conditions, init_protected_model, load_config
-from ..engine.checkpoint import install_safe_loaders
+from . import evaluate_key_conditions, export_sealed, init_protected_model, load_config
+from ..checkpoint import install_safe_loaders
 from ..keys import find_key_sources
 from ..keys import SecretKey
 from ..models.points import PointSpec
 from ..protection import Protection
-from .absorb import DEFAULT_ATOL, absorb_permutations, max_output_difference
-from .output import CUSTOM_IMPORTS, key_field, nested_override, save_sealed, write_config
-from .patch_embedding import transform_patch_embedding
-from .rekey import refuse_block_ciphers, rekey_permutations
-from .segmentor import forward_heads, normalised, random_images
+from ..posthoc.absorb import DEFAULT_ATOL, absorb_permutations, max_output_difference
+from .output import CUSTOM_IMPORTS, key_field, nested_override, write_config
+from ..posthoc.patch_embedding import transform_patch_embedding
+from ..posthoc.rekey import refuse_block_ciphers, rekey_permutations
+from ..posthoc.segmentor import forward_heads, normalised, random_images
 
 __all__ = ['METHODS', 'Protected', 'protect_checkpoint', 'rekey_checkpoint', 'compare_on_images']
 
@@ -114,7 +114,7 @@ def _write_and_check(reference: nn.Module, state_dict: Mapping[str, torch.Tensor
     with torch.no_grad():
         for name, tensor in own.items():
             tensor.copy_(state_dict[name])
-    checkpoint = save_sealed(protected, protected.cfg, out_dir / CHECKPOINT_NAME, meta)
+    checkpoint = export_sealed(protected, out_dir / CHECKPOINT_NAME, meta)
     seconds['write'] = time.perf_counter() - start
     start = time.perf_counter()
     loaded = init_protected_model(config_path, str(checkpoint), key=key, device=device)

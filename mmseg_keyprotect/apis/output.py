@@ -1,24 +1,17 @@
-"""Write what a post-hoc protection makes: a protected config and a sealed checkpoint.
+"""Write the config a post-hoc protection makes.
 
 The config inherits the given one (``_base_``) and adds only the protection,
 naming the key by its source (``key=dict(file=...)``), never the key itself.
-The checkpoint is sealed with the key exactly as a protected training run
-seals its own (:class:`~mmseg_keyprotect.engine.hooks.CheckpointSealHook`):
-the descriptor and its HMAC in ``meta``, every tensor encrypted, so no
-plaintext weight reaches the disk.
+(The checkpoint is written by :func:`mmseg_keyprotect.apis.export_sealed`.)
 """
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
-import torch
-from torch import nn
 
-from ..engine.hooks import META_KEY, META_MAC_KEY, CheckpointSealHook
 
-__all__ = ['write_config', 'save_sealed', 'nested_override', 'key_field', 'CUSTOM_IMPORTS']
+__all__ = ['write_config', 'nested_override', 'key_field', 'CUSTOM_IMPORTS']
 
 #: What a protected config imports (registers the plugin, installs the safe loaders).
 CUSTOM_IMPORTS = dict(imports=['mmseg_keyprotect', 'mmseg_keyprotect.compat'],
@@ -64,29 +57,6 @@ def nested_override(paths: Sequence[str], value: Any) -> Dict[str, Any]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return root
-
-
-def save_sealed(model: nn.Module, cfg: Any, path: Path,
-                meta: Optional[Mapping[str, Any]] = None) -> Path:
-    """Save ``model``'s weights sealed with its weight-encryption key, as a protected run would.
-
-    Args:
-        model: a protected model with ``encrypt_weights=True``.
-        cfg: its config (for the descriptor).
-        path: the checkpoint to write.
-        meta: other ``meta`` fields to keep (``dataset_meta`` ...); a previous
-            protection descriptor in it is replaced.
-
-    Returns:
-        Path: ``path``.
-    """
-    kept = {k: v for k, v in dict(meta or {}).items() if k not in (META_KEY, META_MAC_KEY)}
-    checkpoint: Dict[str, Any] = {'meta': kept, 'state_dict': model.state_dict()}
-    CheckpointSealHook().before_save_checkpoint(SimpleNamespace(model=model, cfg=cfg), checkpoint)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, path)
-    return path
 
 
 def key_field(paths: List[str]) -> List[str]:

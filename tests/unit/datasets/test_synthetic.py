@@ -23,16 +23,17 @@ def test_layout(synthetic_voc: Path):
     split_dir = synthetic_voc / 'ImageSets' / 'Segmentation'
     train = split_dir.joinpath('train.txt').read_text().split()
     val = split_dir.joinpath('val.txt').read_text().split()
-    assert (len(train), len(val)) == (8, 4)
-    assert not set(train) & set(val)
-    for name in train + val:
+    test = split_dir.joinpath('test.txt').read_text().split()
+    assert (len(train), len(val), len(test)) == (8, 4, 4)
+    assert not set(train) & set(val) and not set(val) & set(test) and not set(train) & set(test)
+    for name in train + val + test:
         image = Image.open(synthetic_voc / 'JPEGImages' / f'{name}.jpg')
         label = Image.open(synthetic_voc / 'SegmentationClass' / f'{name}.png')
         assert (image.format, image.mode, image.size) == ('JPEG', 'RGB', (64, 64))
         assert (label.format, label.mode, label.size) == ('PNG', 'P', (64, 64))
         assert np.array(label).max() < len(CLASSES)
         assert label.getpalette()[:3 * len(PALETTE)] == [v for c in PALETTE for v in c]
-    assert len(list((synthetic_voc / 'JPEGImages').iterdir())) == 12
+    assert len(list((synthetic_voc / 'JPEGImages').iterdir())) == 16
 
 
 def test_same_seed_gives_identical_files(tmp_path: Path):

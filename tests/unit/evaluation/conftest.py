@@ -60,9 +60,12 @@ def demo_model(points: Optional[Sequence[str]] = ('decode_head.conv_seg:input', 
 
 def demo_loader(data_root: str, cipher: Optional[Dict[str, Any]] = None,
                 after: Sequence[Dict[str, Any]] = (), batch_size: int = 2) -> DataLoader:
-    """The demo's test data (4 images), with ``cipher`` (then ``after``) before packing."""
+    """The demo's test pipeline on the fixture's val split (4 images; the untrained
+    model's metrics tell the conditions apart there), with ``cipher`` (then ``after``)
+    before packing."""
     dataset = Config.fromfile(str(DEMO)).test_dataloader.dataset
     dataset.data_root = data_root
+    dataset.ann_file = 'ImageSets/Segmentation/val.txt'
     if cipher is not None:
         dataset.pipeline.insert(-1, cipher)
         dataset.pipeline[-1:-1] = list(after)

@@ -3,6 +3,7 @@
 #   make test      run the test suite (installs first if needed)
 #   make test-unit only tests/unit (no Runner, no tool runs; about 2 minutes on 2 cores)
 #   make demo      generate the synthetic dataset, train and evaluate under key conditions
+#   make sweep     install the families extra (mmdet, mmpretrain) and regenerate docs/architectures.md
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -46,6 +47,8 @@ benchmark: install
 	$(PY) tools/benchmark.py all
 
 sweep: install  # regenerate docs/architectures.md (every mmseg model family, points='auto')
+	$(PIP) install -e '.[tests,families]'
+	$(PY) -c "import mmcv, mmdet, mmpretrain; print('families extra: mmdet', mmdet.__version__, 'mmpretrain', mmpretrain.__version__, 'mmcv', mmcv.__version__)"
 	$(PY) tools/sweep_families.py
 
 clean:

@@ -111,6 +111,15 @@ class Protection:
         """Every keyed part of the targets (found afresh, so a rebuilt loader counts)."""
         return find_keyed_parts(*self.targets)
 
+    @property
+    def points(self) -> List[KeyedComponent]:
+        """The channel permutations placed at points of the models, in module order.
+
+        Each has ``purpose``, its point's full name (``'backbone.layer4:output'``).
+        """
+        from ..models.points import PointPermutation  # models/ imports this package
+        return [part for part in self.parts if isinstance(part, PointPermutation)]
+
     def describe(self) -> Descriptor:
         """The non-secret descriptor: one entry per distinct part, sorted.
 

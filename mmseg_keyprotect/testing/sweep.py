@@ -160,7 +160,9 @@ FAMILIES: Dict[str, Dict[str, Any]] = {
     'upernet': {'config': 'upernet_r18_4xb4-80k_ade20k-512x512.py'},
     'vit': {'config': 'vit_deit-s16_upernet_8xb2-80k_ade20k-512x512.py', 'overrides': _VIT_4},
     'vpd': {'config': 'vpd_sd_4xb8-25k_nyu-480x480.py',
-            'needs': "a protected DepthEstimator and Stable Diffusion's weights (a download)"},
+            # a depth estimator (NYU depth), not a segmentor
+            'needs': "Stable Diffusion's `ldm` package (not on PyPI) and weights (a download), "
+                     'and a protected DepthEstimator'},
 }
 
 _PROTECTED_TYPES = {

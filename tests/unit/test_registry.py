@@ -69,9 +69,9 @@ def _san_example() -> dict:
 
     from mmseg_keyprotect.testing.sweep import FAMILIES, mmseg_config_dir, shrink_config
     cfg = Config.fromfile(str(mmseg_config_dir() / 'san' / FAMILIES['san']['config']))
-    model = shrink_config(cfg, 64, FAMILIES['san']['overrides']).model.to_dict()
+    model = shrink_config(cfg, 64, FAMILIES['san']['overrides']).model  # SAN reads cfg.attrs
     model.update(type='KeyProtectedMultimodalEncoderDecoder', protection=dict(
-        key=KEY, points=['decode_head.rec_with_attnbias.proj:input'], encrypt_weights=True))
+        key=KEY, points=['decode_head.rec_with_attnbias.proj:input']))
     return model
 
 

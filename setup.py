@@ -36,6 +36,9 @@ setup(
     ],
     extras_require={
         'tests': ['pytest>=7', 'pytest-timeout', 'matplotlib'],
+        # the OpenMMLab packages five of mmseg's model families import (Mask2Former and
+        # MaskFormer: mmdet; ConvNeXt and PoolFormer: mmpretrain); make sweep installs them
+        'families': ['mmdet==3.3.0', 'mmpretrain==1.2.0'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',

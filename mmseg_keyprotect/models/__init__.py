@@ -5,14 +5,16 @@ from .data_preprocessor import BlockCipherSegDataPreProcessor
 from .permutation import ChannelPermutation, channel_permutation_index
 from .points import PointPermutation, PointSpec, attach_permutations
 from .protected import (ChannelPermutationNeck, KeyProtectedCascadeEncoderDecoder,
-                        KeyProtectedEncoderDecoder, KeyProtectedSegmentorMixin,
-                        build_key_protected_backbone, build_key_protected_head)
+                        KeyProtectedEncoderDecoder, KeyProtectedMultimodalEncoderDecoder,
+                        KeyProtectedSegmentorMixin, build_key_protected_backbone,
+                        build_key_protected_head)
 
 __all__ = [
     'PRESETS', 'resolve_points', 'trace_segmentor', 'BatchedBlockCipher',
     'BlockCipherSegDataPreProcessor',
     'ChannelPermutation', 'channel_permutation_index', 'PointSpec', 'PointPermutation',
     'attach_permutations', 'KeyProtectedSegmentorMixin', 'KeyProtectedEncoderDecoder',
-    'KeyProtectedCascadeEncoderDecoder', 'build_key_protected_backbone',
+    'KeyProtectedCascadeEncoderDecoder', 'KeyProtectedMultimodalEncoderDecoder',
+    'build_key_protected_backbone',
     'build_key_protected_head', 'ChannelPermutationNeck'
 ]

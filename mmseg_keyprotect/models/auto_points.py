@@ -8,7 +8,10 @@ Instead of module paths, ``protection=dict(points=...)`` may name a preset:
 * ``'classifier-input'``: the input of the classifier of every decode and
   auxiliary head (``conv_seg``, or the last convolution/linear layer called
   that maps to the head's ``out_channels``);
-* ``'recommended'`` (also ``'auto'``): both.
+* ``'mask-classification'``: in mask-classification heads (MaskFormer,
+  Mask2Former, K-Net's kernel update heads, Segmenter's mask transformer, SAN), the tensors the masks and
+  their classes are computed from (:data:`MASK_HEAD_POINTS` says which and why);
+* ``'recommended'`` (also ``'auto'``): all three.
 
 A list may mix preset names and explicit points
 (``['backbone-stages', 'backbone.layer1:input']``).
@@ -48,20 +51,89 @@ from torch import Tensor, nn
 from .points import PointLike, PointSpec
 
 __all__ = [
-    'PRESETS', 'ModuleCall', 'HeadInfo', 'ModelTrace', 'is_preset', 'trace_segmentor',
-    'backbone_stage_points', 'classifier_input_points', 'resolve_points'
+    'PRESETS', 'BACKBONE_ATTRS', 'MASK_HEAD_POINTS', 'MaskHeadPoint', 'ModuleCall', 'HeadInfo', 'ModelTrace', 'is_preset', 'trace_segmentor',
+    'backbone_stage_points', 'classifier_input_points', 'mask_classification_points',
+    'resolve_points'
 ]
 
 #: Preset name -> the kinds of points it selects.
 PRESETS: Dict[str, Tuple[str, ...]] = {
     'backbone-stages': ('backbone-stages', ),
     'classifier-input': ('classifier-input', ),
-    'recommended': ('backbone-stages', 'classifier-input'),
-    'auto': ('backbone-stages', 'classifier-input'),
+    'mask-classification': ('mask-classification', ),
+    'recommended': ('backbone-stages', 'classifier-input', 'mask-classification'),
+    'auto': ('backbone-stages', 'classifier-input', 'mask-classification'),
+}
+
+#: The attribute names under which a segmentor holds its image backbone, in order
+#: (``MultimodalEncoderDecoder`` calls it ``image_encoder``).
+BACKBONE_ATTRS: Tuple[str, ...] = ('backbone', 'image_encoder')
+
+
+@dataclass(frozen=True)
+class MaskHeadPoint:
+    """A point inside a mask-classification head, relative to the head module.
+
+    Attributes:
+        path: submodule path relative to the head.
+        where: ``'input'`` or ``'output'``.
+        index: element of a tuple output, or None.
+        channel_dim: the channel axis (-1 for ``(N, queries, C)`` query features).
+        why: why the output depends on it (shown in ``docs/architectures.md``).
+    """
+
+    path: str
+    where: str
+    index: Optional[int]
+    channel_dim: int
+    why: str
+
+
+_PIXEL_DECODER = MaskHeadPoint(
+    'pixel_decoder', 'output', 0, 1,
+    "the pixel decoder's per-pixel mask features: every query's mask is the dot product of "
+    'its mask embedding with them')
+_QUERY_FEATURES = MaskHeadPoint(
+    'cls_embed', 'input', None, -1,
+    "the transformer decoder's query features as the class predictor reads them (every "
+    'decoder layer): they decide which class each mask gets')
+_MASK_EMBED = MaskHeadPoint(
+    'mask_embed', 'output', None, -1,
+    "the queries' mask embeddings (every decoder layer): their channels must match the pixel "
+    'features they are multiplied with')
+
+#: Head class name -> the points ``'mask-classification'`` places in it. These heads
+#: predict a set of masks and one class per mask instead of a per-pixel classifier,
+#: so the classifier input alone (or the backbone alone) leaves most of the output
+#: path unkeyed; the points sit where the per-pixel features and the per-query
+#: features meet.
+MASK_HEAD_POINTS: Dict[str, Tuple[MaskHeadPoint, ...]] = {
+    'Mask2FormerHead': (_PIXEL_DECODER, _QUERY_FEATURES, _MASK_EMBED),
+    'MaskFormerHead': (_PIXEL_DECODER, _QUERY_FEATURES, _MASK_EMBED),
+    'KernelUpdateHead': (MaskHeadPoint(
+        'fc_mask', 'output', None, -1,
+        "K-Net's updated kernels (one per class, each stage): each is convolved with the "
+        'pixel features to give that class\'s mask'), ),
+    'SegmenterMaskTransformerHead': (
+        MaskHeadPoint('patch_proj', 'output', None, -1,
+                      "Segmenter's patch embeddings: each pixel's class score is their dot "
+                      'product with the class embeddings'),
+        MaskHeadPoint('classes_proj', 'output', None, -1,
+                      "Segmenter's class embeddings, the other side of that dot product")),
+    'SideAdapterCLIPHead': (
+        MaskHeadPoint('side_adapter_network.mask_decoder.query_mlp', 'output', None, -1,
+                      "the side adapter's query embeddings: they give the mask proposals "
+                      'and the attention biases of the CLIP recognition layers'),
+        MaskHeadPoint('rec_with_attnbias.proj', 'input', None, -1,
+                      "the mask tokens of the CLIP recognition layers, before the projection "
+                      'that is compared with the text embeddings of the class names')),
 }
 
 #: Input sizes tried, in order, when tracing (then the data preprocessor's ``size``).
 TRACE_SIZES: Tuple[Tuple[int, int], ...] = ((64, 64), )
+
+#: Tokens (class / distillation) a token sequence may have before the patch tokens.
+_MAX_EXTRA_TOKENS = 2
 
 _CLASSIFIER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -92,12 +164,14 @@ class HeadInfo:
         out_channels: the number of channels its classifier produces.
         in_index: which backbone/neck outputs it reads (None: all).
         error: why its forward could not be traced, or None.
+        type_name: its class name.
     """
 
     path: str
     out_channels: Optional[int]
     in_index: Optional[Tuple[int, ...]]
     error: Optional[str] = None
+    type_name: Optional[str] = None
 
 
 @dataclass
@@ -112,6 +186,13 @@ class ModelTrace:
         with_neck: whether the backbone outputs go through a neck.
         heads: the decode and auxiliary heads.
         input_size: ``(H, W)`` of the traced input.
+        backbone_path: the backbone's attribute (:data:`BACKBONE_ATTRS`).
+        mask_heads: ``(path, class name)`` of every module of the model whose
+            class is in :data:`MASK_HEAD_POINTS`.
+        decode_calls: the submodule calls of one whole decode pass
+            (``encode_decode``), recorded when the model has a mask head
+            (whose forward needs more than features).
+        decode_error: why that pass failed, or None.
     """
 
     calls: List[ModuleCall] = field(default_factory=list)
@@ -120,6 +201,10 @@ class ModelTrace:
     with_neck: bool = False
     heads: List[HeadInfo] = field(default_factory=list)
     input_size: Optional[Tuple[int, int]] = None
+    backbone_path: str = 'backbone'
+    mask_heads: List[Tuple[str, str]] = field(default_factory=list)
+    decode_calls: List[ModuleCall] = field(default_factory=list)
+    decode_error: Optional[str] = None
 
     def call_counts(self) -> Dict[str, int]:
         """How many times each module path was called."""
@@ -154,6 +239,10 @@ def _channels_last_equal(candidate: Tensor, target: Tensor) -> bool:
     n, c, h, w = target.shape
     if candidate.shape == (n, h * w, c):
         return torch.equal(candidate.transpose(1, 2).reshape(n, c, h, w), target)
+    if candidate.dim() == 3 and candidate.shape[0] == n and candidate.shape[2] == c \
+            and 0 < candidate.shape[1] - h * w <= _MAX_EXTRA_TOKENS:  # a class token first
+        tokens = candidate[:, candidate.shape[1] - h * w:]
+        return torch.equal(tokens.transpose(1, 2).reshape(n, c, h, w), target)
     if candidate.shape == (n, h, w, c):
         return torch.equal(candidate.permute(0, 3, 1, 2), target)
     return False
@@ -162,31 +251,42 @@ def _channels_last_equal(candidate: Tensor, target: Tensor) -> bool:
 def _used_backbone_outputs(trace: ModelTrace) -> List[int]:
     """Indices of the backbone outputs that feed the neck or a head."""
     count = len(trace.backbone_outputs)
+    if trace.backbone_path != 'backbone':  # a multimodal head reads every image feature
+        return list(range(count))
     if trace.with_neck or any(head.in_index is None for head in trace.heads) or not trace.heads:
         return list(range(count))
     used = {i % count for head in trace.heads for i in head.in_index if -count <= i < count}
     return sorted(used)
 
 
-def backbone_stage_points(trace: ModelTrace, prefix: str = 'backbone') -> List[PointSpec]:
+def backbone_stage_points(trace: ModelTrace, prefix: Optional[str] = None) -> List[PointSpec]:
     """Points at the backbone outputs that feed the neck or the heads.
 
     Args:
         trace: a traced forward pass (:func:`trace_segmentor`).
-        prefix: the backbone's module path.
+        prefix: the backbone's module path (default: the traced one).
 
     Returns:
         list[PointSpec]: one point per used backbone output, with ``channels``
         and ``channel_dim`` set (see the module docstring for where each goes).
+        An output ``[feature map, class token]`` (a ViT with ``output_cls_token``)
+        is placed by its feature map, at the module whose tokens hold both.
     """
+    prefix = trace.backbone_path if prefix is None else prefix
     counts = trace.call_counts()
     inside = [c for c in trace.calls if c.path.startswith(prefix + '.') and counts[c.path] == 1]
     points: List[PointSpec] = []
     for i in _used_backbone_outputs(trace):
         target = trace.backbone_outputs[i]
+        nested = isinstance(target, (tuple, list)) and bool(target) \
+            and isinstance(target[0], Tensor)
+        if nested:
+            target = target[0]
         if not isinstance(target, Tensor) or target.dim() < 2:
             continue
         point = _same_tensor(inside, target) or _same_values_channels_last(inside, target)
+        if point is None and nested:
+            continue  # one element of a nested output cannot be addressed
         if point is None:
             index = i if trace.backbone_returns_sequence else None
             point = PointSpec(prefix, 'output', index, int(target.shape[1]),
@@ -234,8 +334,8 @@ def classifier_input_points(trace: ModelTrace) -> List[PointSpec]:
     counts = trace.call_counts()
     points = []
     for head in trace.heads:
-        if head.error is not None:
-            continue
+        if head.error is not None or head.type_name in MASK_HEAD_POINTS:
+            continue  # mask-classification heads: see mask_classification_points
         calls = [c for c in trace.calls if c.path.startswith(head.path + '.')
                  and counts[c.path] == 1 and isinstance(c.module, _CLASSIFIER_TYPES)
                  and isinstance(c.input, Tensor)]
@@ -247,6 +347,38 @@ def classifier_input_points(trace: ModelTrace) -> List[PointSpec]:
         channel_dim = -1 if isinstance(chosen.module, nn.Linear) else 1
         points.append(PointSpec(chosen.path, 'input', None,
                                 int(chosen.input.shape[channel_dim]), channel_dim))
+    return points
+
+
+def mask_classification_points(trace: ModelTrace) -> List[PointSpec]:
+    """Points inside the mask-classification heads of a traced model (:data:`MASK_HEAD_POINTS`).
+
+    A head is found by its class name anywhere in the model (K-Net's kernel
+    update heads sit inside its ``decode_head``); each of its points is kept if
+    the decode pass (:attr:`ModelTrace.decode_calls`) called the module with a
+    tensor there, whose size on ``channel_dim`` gives ``channels``.
+
+    Args:
+        trace: a traced forward pass (:func:`trace_segmentor`).
+
+    Returns:
+        list[PointSpec]: the points, in module order.
+    """
+    first: Dict[str, ModuleCall] = {}
+    for call in trace.decode_calls:
+        first.setdefault(call.path, call)
+    points = []
+    for head, type_name in trace.mask_heads:
+        for entry in MASK_HEAD_POINTS[type_name]:
+            call = first.get(f'{head}.{entry.path}')
+            value = None if call is None else \
+                (call.input if entry.where == 'input' else call.output)
+            if entry.index is not None:
+                value = value[entry.index] if isinstance(value, (tuple, list)) \
+                    and len(value) > entry.index else None
+            if isinstance(value, Tensor) and value.dim() >= 2:
+                points.append(PointSpec(call.path, entry.where, entry.index,
+                                        int(value.shape[entry.channel_dim]), entry.channel_dim))
     return points
 
 
@@ -268,7 +400,8 @@ def _head_infos(model: nn.Module) -> List[Tuple[HeadInfo, nn.Module]]:
             elif in_index is not None:
                 in_index = tuple(in_index)
             path = name if i is None else f'{name}.{i}'
-            infos.append((HeadInfo(path, getattr(head, 'out_channels', None), in_index), head))
+            infos.append((HeadInfo(path, getattr(head, 'out_channels', None), in_index,
+                                   type_name=type(head).__name__), head))
     return infos
 
 
@@ -311,9 +444,10 @@ def trace_segmentor(model: nn.Module,
         ValueError: if the model has no backbone, or the backbone (or neck)
             fails at every size tried (the message has the last error).
     """
-    if not isinstance(getattr(model, 'backbone', None), nn.Module):
+    if _backbone_path(model) is None:
         raise ValueError(f'cannot find points in {type(model).__name__}: it has no backbone '
-                         'module; give the points as module paths')
+                         f'module (looked for {list(BACKBONE_ATTRS)}); give the points as '
+                         'module paths')
     sizes = [tuple(input_size)] if input_size is not None else _trace_sizes(model)
     errors, traces = [], []
     for size in sizes:
@@ -330,11 +464,20 @@ def trace_segmentor(model: nn.Module,
                      f'{"; ".join(errors)}); give the points as module paths')
 
 
+def _backbone_path(model: nn.Module) -> Optional[str]:
+    return next((name for name in BACKBONE_ATTRS
+                 if isinstance(getattr(model, name, None), nn.Module)), None)
+
+
 def _trace_at(model: nn.Module, size: Tuple[int, int], training: bool) -> ModelTrace:
-    trace = ModelTrace(input_size=size)
+    trace = ModelTrace(input_size=size, backbone_path=_backbone_path(model),
+                       mask_heads=[(name, type(module).__name__)
+                                   for name, module in model.named_modules()
+                                   if type(module).__name__ in MASK_HEAD_POINTS])
+    recording = [trace.calls]
 
     def record(path: str, module: nn.Module, args: Tuple[Any, ...], output: Any) -> None:
-        trace.calls.append(ModuleCall(path, module, args[0] if args else None, output))
+        recording[0].append(ModuleCall(path, module, args[0] if args else None, output))
 
     handles = [module.register_forward_hook(partial(record, name))
                for name, module in model.named_modules() if name]
@@ -345,10 +488,11 @@ def _trace_at(model: nn.Module, size: Tuple[int, int], training: bool) -> ModelT
     inputs = torch.randn(2 if training else 1, _input_channels(model), *size,
                          generator=generator).to(device)
     buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    caches = _feature_caches(model)
     try:
         model.train(training)
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            outputs = model.backbone(inputs)
+            outputs = getattr(model, trace.backbone_path)(inputs)
             trace.backbone_returns_sequence = isinstance(outputs, (tuple, list))
             trace.backbone_outputs = list(outputs) if trace.backbone_returns_sequence \
                 else [outputs]
@@ -356,15 +500,43 @@ def _trace_at(model: nn.Module, size: Tuple[int, int], training: bool) -> ModelT
             trace.with_neck = isinstance(neck, nn.Module)
             features = neck(outputs) if trace.with_neck else outputs
             _trace_heads(model, features, trace)
+            if trace.mask_heads:
+                recording[0] = trace.decode_calls
+                _trace_decode(model, inputs, trace)
     finally:
         for handle in handles:
             handle.remove()
+        for cache, saved in caches:
+            cache.clear()
+            cache.update(saved)
         model.train(was_training)
         with torch.no_grad():
             for name, buffer in model.named_buffers():
                 if name in buffers:
                     buffer.copy_(buffers[name])
     return trace
+
+
+def _feature_caches(model: nn.Module) -> List[Tuple[Dict[Any, Any], Dict[Any, Any]]]:
+    """``(cache, copy)`` of the dict caches modules fill on a forward pass.
+
+    mmseg's ``CLIPTextEncoder`` (``cache_feature=True``) keeps the class
+    embeddings of its first call; a trace before the weights are loaded must
+    not leave them behind.
+    """
+    return [(module.cache, dict(module.cache)) for module in model.modules()
+            if isinstance(getattr(module, 'cache', None), dict)]
+
+
+def _trace_decode(model: nn.Module, inputs: Tensor, trace: ModelTrace) -> None:
+    """One ``encode_decode`` pass (the path ``predict`` takes), recording its calls."""
+    size = tuple(inputs.shape[-2:])
+    metas = [dict(img_shape=size, ori_shape=size, pad_shape=size, batch_input_shape=size)
+             for _ in range(len(inputs))]
+    try:
+        model.encode_decode(inputs, metas)
+    except Exception as error:  # the mask points of this mode are then unknown
+        trace.decode_error = f'{type(error).__name__}: {error}'
 
 
 def _trace_heads(model: nn.Module, features: Any, trace: ModelTrace) -> None:
@@ -463,10 +635,16 @@ def _train_trace(model: nn.Module, trace: ModelTrace,
 def _select(trace: ModelTrace, preset: str) -> List[PointSpec]:
     chosen: List[PointSpec] = []
     for kind in PRESETS[preset]:
-        found = backbone_stage_points(trace) if kind == 'backbone-stages' \
-            else classifier_input_points(trace)
+        found = _SELECTORS[kind](trace)
         chosen += [p for p in found if p not in chosen]
     return chosen
+
+
+_SELECTORS = {
+    'backbone-stages': backbone_stage_points,
+    'classifier-input': classifier_input_points,
+    'mask-classification': mask_classification_points,
+}
 
 
 def _check_not_misspelt_preset(item: Any, model: nn.Module) -> None:

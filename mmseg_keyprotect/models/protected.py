@@ -29,7 +29,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, Mapping, Sequence, Tuple, Union
 
-from mmseg.models.segmentors import CascadeEncoderDecoder, EncoderDecoder
+from mmseg.models.segmentors import (CascadeEncoderDecoder, EncoderDecoder,
+                                     MultimodalEncoderDecoder)
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
@@ -44,7 +45,8 @@ from .weight_encryption import attach_weight_encryption, checkpoints_sealed
 
 __all__ = [
     'KeyProtectedSegmentorMixin', 'KeyProtectedEncoderDecoder',
-    'KeyProtectedCascadeEncoderDecoder', 'build_key_protected_backbone',
+    'KeyProtectedCascadeEncoderDecoder', 'KeyProtectedMultimodalEncoderDecoder',
+    'build_key_protected_backbone',
     'build_key_protected_head', 'ChannelPermutationNeck'
 ]
 
@@ -154,6 +156,21 @@ class KeyProtectedCascadeEncoderDecoder(KeyProtectedSegmentorMixin, CascadeEncod
     Args:
         protection (dict): ``dict(key=KEY_SOURCE, points=[...])``.
         **kwargs: the arguments of ``CascadeEncoderDecoder``.
+    """
+
+
+@MODELS.register_module()
+@keyed_type(ProtectedSegmentor(plain='MultimodalEncoderDecoder'))
+class KeyProtectedMultimodalEncoderDecoder(KeyProtectedSegmentorMixin, MultimodalEncoderDecoder):
+    """mmseg's ``MultimodalEncoderDecoder`` (SAN) with keyed channel permutations at named points.
+
+    ``points='auto'`` places points at the image encoder's outputs and inside the
+    mask-classification head (:data:`~mmseg_keyprotect.models.auto_points.MASK_HEAD_POINTS`);
+    with ``encrypt_weights=True`` the text encoder's weights are sealed with the rest.
+
+    Args:
+        protection (dict): ``dict(key=KEY_SOURCE, points=[...])``.
+        **kwargs: the arguments of ``MultimodalEncoderDecoder``.
     """
 
 

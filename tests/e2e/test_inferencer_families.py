@@ -10,7 +10,7 @@ import torch
 
 from mmseg_keyprotect.datasets import make_synthetic_voc
 from mmseg_keyprotect.keys import SecretKey
-from mmseg_keyprotect.sweep import check_family, family_config, predict_logits
+from mmseg_keyprotect.testing.sweep import check_family, family_config, predict_logits
 from mmseg_keyprotect.protection.conditions import KeyCondition, make_conditions
 from mmseg_keyprotect.protection import Protection
 

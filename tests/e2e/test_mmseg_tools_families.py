@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from mmseg_keyprotect.keys import SecretKey
-from mmseg_keyprotect.sweep import FAMILIES, mmseg_config_dir
+from mmseg_keyprotect.testing.sweep import FAMILIES, mmseg_config_dir
 
 TOOLS = mmseg_config_dir().parent / 'tools'
 

@@ -55,11 +55,24 @@ EXAMPLES = {
     'CheckpointSealHook': ('HOOKS', dict(type='CheckpointSealHook')),
     # built from a whole config (the fixture protected_runner): runner_type selects it
     'KeyProtectedRunner': ('RUNNERS', dict(runner_type='KeyProtectedRunner')),
+    'KeyProtectedMultimodalEncoderDecoder': ('MODELS', None),  # _san_example()
     'AttackedSegmentor': ('MODELS', dict(
         type='AttackedSegmentor',
         segmentor=dict(type='EncoderDecoder', backbone=_RESNET, decode_head=_HEAD),
         adapters=dict(kind='adapter', points=['decode_head.conv_seg:input']), trainable=[])),
 }
+
+
+def _san_example() -> dict:
+    """SAN (mmseg's config, made small as the sweep makes it), protected with one point."""
+    from mmengine.config import Config
+
+    from mmseg_keyprotect.testing.sweep import FAMILIES, mmseg_config_dir, shrink_config
+    cfg = Config.fromfile(str(mmseg_config_dir() / 'san' / FAMILIES['san']['config']))
+    model = shrink_config(cfg, 64, FAMILIES['san']['overrides']).model  # SAN reads cfg.attrs
+    model.update(type='KeyProtectedMultimodalEncoderDecoder', protection=dict(
+        key=KEY, points=['decode_head.rec_with_attnbias.proj:input']))
+    return model
 
 
 def plugin_components():
@@ -96,6 +109,7 @@ def build_example(reg_name: str, name: str, request: pytest.FixtureRequest) -> N
     ``tests/e2e/test_registry_runner_components.py``); ``data_root`` is in ``tests/conftest.py``.
     """
     expected_registry, cfg = EXAMPLES[name]
+    cfg = _san_example() if name == 'KeyProtectedMultimodalEncoderDecoder' else cfg
     assert reg_name == expected_registry
     cfg = {k: v.format(data_root=request.getfixturevalue('data_root'))
            if isinstance(v, str) else v for k, v in cfg.items()}

@@ -25,7 +25,7 @@ from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.posthoc import absorb_permutations
 from mmseg_keyprotect.posthoc.patch_embedding import transform_patch_embedding
 from mmseg_keyprotect.posthoc.segmentor import forward_heads, probe_input
-from mmseg_keyprotect.sweep import mmseg_config_dir, shrink_config
+from mmseg_keyprotect.testing.sweep import mmseg_config_dir, shrink_config
 
 MODELS_TIMED = {
     'FCN-R50-D8': 'fcn/fcn_r50-d8_4xb2-40k_cityscapes-512x1024.py',

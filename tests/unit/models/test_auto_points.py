@@ -9,7 +9,11 @@ from mmseg.registry import MODELS
 from torch import nn
 
 from mmseg_keyprotect.models import auto_points
-from mmseg_keyprotect.models.auto_points import (HeadInfo, ModelTrace, ModuleCall, backbone_stage_points, classifier_input_points, resolve_points, trace_segmentor)
+from mmseg_keyprotect.models.auto_points import (MASK_HEAD_POINTS, HeadInfo, ModelTrace,
+                                                 ModuleCall, backbone_stage_points,
+                                                 classifier_input_points,
+                                                 mask_classification_points, resolve_points,
+                                                 trace_segmentor)
 from mmseg_keyprotect.models.points import POINTS_ATTR, PointSpec
 from mmseg_keyprotect.protection.conditions import KeyCondition, make_conditions
 from mmseg_keyprotect.protection import Protection
@@ -191,6 +195,86 @@ def test_linear_classifier_is_permuted_on_the_last_axis():
                        heads=[HeadInfo('decode_head', 5, None),
                               HeadInfo('auxiliary_head', 5, None, error='needs metas')])
     assert classifier_input_points(trace) == [PointSpec('decode_head.cls', 'input', None, 12, -1)]
+
+
+def test_vit_output_with_class_token_is_placed_at_the_token_sequence():
+    """``[feature map, class token]`` outputs: the layer whose tokens hold both (DPT, SAN)."""
+    layer = nn.Linear(6, 6)
+    tokens = layer(torch.randn(2, 1 + 4 * 5, 6))
+    feature = tokens[:, 1:].transpose(1, 2).reshape(2, 6, 4, 5)
+    trace = ModelTrace(calls=[ModuleCall('backbone.layers.2', layer, None, tokens)],
+                       backbone_outputs=[[feature, tokens[:, 0]]],
+                       heads=[HeadInfo('decode_head', 2, (0, ))])
+    assert backbone_stage_points(trace) == [PointSpec('backbone.layers.2', 'output', None, 6, -1)]
+    # a nested output no module returns is not addressable: no point rather than a wrong one
+    trace.calls = []
+    assert backbone_stage_points(trace) == []
+
+
+def test_image_encoder_of_a_multimodal_segmentor_is_the_backbone():
+    conv = nn.Conv2d(3, 6, 1)
+    stage = _call('image_encoder.conv', conv, torch.randn(1, 3, 4, 4))
+    trace = ModelTrace(calls=[stage], backbone_outputs=[torch.randn(1, 3, 4, 4), stage.output],
+                       heads=[HeadInfo('decode_head', 2, (-1, ), error='needs text')],
+                       backbone_path='image_encoder')
+    # every image feature is read by a multimodal head, whatever its in_index says
+    assert backbone_stage_points(trace) == [
+        PointSpec('image_encoder', 'output', 0, 3, 1),
+        PointSpec('image_encoder.conv', 'output', None, 6, 1)]
+
+
+def test_mask_heads_get_pixel_decoder_query_and_mask_embedding_points():
+    features, query = torch.randn(2, 8, 4, 4), torch.randn(2, 5, 16)
+    calls = [ModuleCall('decode_head.pixel_decoder', nn.Identity(), None,
+                        (features, [features])),
+             ModuleCall('decode_head.cls_embed', nn.Linear(16, 4), query, None),
+             ModuleCall('decode_head.mask_embed', nn.Identity(), query, query[..., :8]),
+             ModuleCall('decode_head.cls_embed', nn.Linear(16, 4), query, None)]  # next layer
+    trace = ModelTrace(decode_calls=calls, mask_heads=[('decode_head', 'Mask2FormerHead')],
+                       heads=[HeadInfo('decode_head', 4, None, type_name='Mask2FormerHead')])
+    assert mask_classification_points(trace) == [
+        PointSpec('decode_head.pixel_decoder', 'output', 0, 8, 1),
+        PointSpec('decode_head.cls_embed', 'input', None, 16, -1),
+        PointSpec('decode_head.mask_embed', 'output', None, 8, -1)]
+    # the per-pixel classifier search skips mask heads (no conv_seg; a 4-channel layer is not one)
+    trace.calls = [ModuleCall('decode_head.x', nn.Conv2d(8, 4, 1), features, None)]
+    assert classifier_input_points(trace) == []
+    # without a decode pass (it failed) there are no mask points, not wrong ones
+    assert mask_classification_points(ModelTrace(heads=trace.heads)) == []
+
+
+def test_every_mask_head_point_says_why():
+    assert set(MASK_HEAD_POINTS) == {'Mask2FormerHead', 'MaskFormerHead', 'KernelUpdateHead',
+                                     'SegmenterMaskTransformerHead', 'SideAdapterCLIPHead'}
+    for points in MASK_HEAD_POINTS.values():
+        for point in points:
+            assert point.where in ('input', 'output') and len(point.why) > 40
+
+
+def test_auto_on_knet_keys_the_kernel_update_heads(key_file):
+    """K-Net (mmseg's own heads): its updated kernels are points, besides the backbone."""
+    num_classes, channels = 3, 16
+    update = dict(type='KernelUpdateHead', num_classes=num_classes, num_ffn_fcs=2,
+                  num_heads=2, num_mask_fcs=1, feedforward_channels=32, in_channels=channels,
+                  out_channels=channels, dropout=0.0, conv_kernel_size=1, ffn_act_cfg=dict(
+                      type='ReLU', inplace=True), with_ffn=True, feat_transform_cfg=dict(
+                          conv_cfg=dict(type='Conv2d'), act_cfg=None),
+                  kernel_updator_cfg=dict(type='KernelUpdator', in_channels=channels,
+                                          feat_channels=channels, out_channels=channels,
+                                          act_cfg=dict(type='ReLU', inplace=True),
+                                          norm_cfg=dict(type='LN')))
+    cfg = fcn_r18(key_file, 'auto', auxiliary_head=None)
+    cfg['decode_head'] = dict(
+        type='IterativeDecodeHead', num_stages=2, kernel_update_head=[update, update],
+        kernel_generate_head=dict(type='FCNHead', in_channels=512, in_index=3,
+                                  channels=channels, num_convs=1, num_classes=num_classes,
+                                  norm_cfg=BN))
+    model = MODELS.build(cfg)
+    # IterativeDecodeHead has no in_index of its own: every backbone stage counts as read
+    assert names(model) == [f'backbone.layer{i}:output' for i in (1, 2, 3, 4)] + [
+                            'decode_head.kernel_generate_head.conv_seg:input',
+                            'decode_head.kernel_update_head.0.fc_mask:output',
+                            'decode_head.kernel_update_head.1.fc_mask:output']
 
 
 # ------------------------------------------------------------------------- bad input

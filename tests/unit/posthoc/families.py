@@ -8,7 +8,7 @@ from mmengine.config import Config
 from mmseg.registry import MODELS
 from torch import nn
 
-from mmseg_keyprotect.sweep import (FAMILIES, calibrate_norms, mmseg_config_dir,
+from mmseg_keyprotect.testing.sweep import (FAMILIES, calibrate_norms, mmseg_config_dir,
                                     shrink_config)
 
 SIZE = 64

@@ -22,12 +22,21 @@ loads it with mmengine's ``Config.fromfile``, shrinks it for a CPU
    process* gives the same outputs (:func:`reload_checkpoints`, one
    subprocess for all families).
 
-A family that fails stays in the results with the stage and the error.
+and measures how strongly each family is protected: the fraction of pixels
+whose predicted class under the plain and an incorrect key differs from the
+correct key's, on a fixed input (:attr:`FamilyResult.changed_plain`,
+:attr:`FamilyResult.changed_incorrect`).
+
+A family that fails stays in the results with the stage and the error. A
+family whose config imports an OpenMMLab package of the ``families`` extra
+(``pip install -e '.[families]'``: mmdet, mmpretrain) that is not installed is
+not built: its status is :data:`NEEDS_EXTRA`.
 :func:`markdown_table` renders ``docs/architectures.md``; the command line is
 ``tools/sweep_families.py``.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -44,10 +53,10 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from torch import Tensor, nn
 
-from .config_tree import walk_config
+from ..config_tree import walk_config
 
 __all__ = [
-    'FAMILIES', 'FamilyResult', 'mmseg_config_dir', 'list_families', 'protected_child_config',
+    'FAMILIES', 'NEEDS_EXTRA', 'FamilyResult', 'missing_extra', 'mmseg_config_dir', 'list_families', 'protected_child_config',
     'shrink_config', 'family_config', 'predict_logits', 'check_family', 'reload_checkpoints',
     'run_sweep', 'markdown_table'
 ]
@@ -56,12 +65,31 @@ __all__ = [
 DEFAULT_SIZE = 64
 
 _VIT_4 = {'model.backbone.num_layers': 4, 'model.backbone.out_indices': (0, 1, 2, 3)}
+# SAN with narrower CLIP encoders (the widths that must agree change together), fewer layers
+_SAN_SMALL = {
+    'model.data_preprocessor.size_divisor': None,
+    'model.image_encoder.num_layers': 3, 'model.image_encoder.out_indices': (0, 1, 2),
+    'model.image_encoder.embed_dims': 96, 'model.decode_head.san_cfg.clip_channels': 96,
+    'model.decode_head.maskgen_cfg.embed_dims': 96,
+    'model.text_encoder.num_layers': 1, 'model.text_encoder.embed_dims': 64,
+    'model.text_encoder.output_dims': 64, 'model.decode_head.maskgen_cfg.out_dims': 64,
+    'model.decode_head.san_cfg.cfg_encoder.num_encode_layer': 4,
+}
+
+#: The status of a family whose packages (``extra``) are not installed.
+NEEDS_EXTRA = 'needs the families extra'
+
+_MMDET = ('mmdet', )
+_MMPRETRAIN = ('mmpretrain', )
 
 #: family -> ``config`` (file in ``mmseg/.mim/configs/<family>/``), optional
 #: ``overrides`` (dotted config keys merged after :func:`shrink_config`; only
 #: what makes the model smaller or fits the tiny input), optional ``size`` (the
-#: input side, when the default is too small for the model) and optional ``needs``
-#: (what the family needs that this project does not install; shown when it fails).
+#: input side, when the default is too small for the model), optional ``extra``
+#: (the packages of the ``families`` extra its config imports), optional
+#: ``init_normal`` (parameter -> std of a normal initialisation, for parameters a model
+#: leaves uninitialised for its pretrained weights) and optional ``needs`` (what the family needs that this project cannot
+#: provide; shown when it fails).
 FAMILIES: Dict[str, Dict[str, Any]] = {
     'ann': {'config': 'ann_r50-d8_4xb4-80k_ade20k-512x512.py'},
     'apcnet': {'config': 'apcnet_r50-d8_4xb4-80k_ade20k-512x512.py'},
@@ -72,9 +100,10 @@ FAMILIES: Dict[str, Dict[str, Any]] = {
     'ccnet': {'config': 'ccnet_r50-d8_4xb4-80k_ade20k-512x512.py'},
     'cgnet': {'config': 'cgnet_fcn_4xb4-60k_cityscapes-680x680.py'},
     'convnext': {'config': 'convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py',
-                 'overrides': {'model.backbone.arch': dict(depths=[1, 1, 1, 1],
-                                                           channels=[96, 192, 384, 768])},
-                 'needs': 'mmpretrain (its ConvNeXt backbone)'},
+                 'overrides': {'model.backbone.arch': 'atto',  # mmpretrain's smallest
+                               'model.decode_head.in_channels': [40, 80, 160, 320],
+                               'model.auxiliary_head.in_channels': 160},
+                 'extra': _MMPRETRAIN},
     'danet': {'config': 'danet_r50-d8_4xb4-80k_ade20k-512x512.py'},
     'ddrnet': {'config': 'ddrnet_23-slim_in1k-pre_2xb6-120k_cityscapes-1024x1024.py'},
     'deeplabv3': {'config': 'deeplabv3_r18-d8_4xb2-80k_cityscapes-512x1024.py'},
@@ -97,9 +126,9 @@ FAMILIES: Dict[str, Dict[str, Any]] = {
     'mae': {'config': 'mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
             'overrides': {**_VIT_4, 'model.backbone.img_size': (64, 64)}},
     'mask2former': {'config': 'mask2former_r50_8xb2-160k_ade20k-512x512.py',
-                    'needs': 'mmdet (its pixel decoder, transformer decoder and losses)'},
+                    'extra': _MMDET},
     'maskformer': {'config': 'maskformer_r50-d32_8xb2-160k_ade20k-512x512.py',
-                   'needs': 'mmdet (its pixel decoder, transformer decoder and losses)'},
+                   'extra': _MMDET},
     'mobilenet_v2': {'config': 'mobilenet-v2-d8_fcn_4xb4-160k_ade20k-512x512.py'},
     'mobilenet_v3': {'config': 'mobilenet-v3-d8-s_lraspp_4xb4-320k_cityscapes-512x1024.py',
                      'size': 392},  # LRASPP pools 49x49 windows of the 1/8 features
@@ -108,12 +137,16 @@ FAMILIES: Dict[str, Dict[str, Any]] = {
     'pidnet': {'config': 'pidnet-s_2xb6-120k_1024x1024-cityscapes.py'},
     'point_rend': {'config': 'pointrend_r50_4xb4-160k_ade20k-512x512.py'},
     'poolformer': {'config': 'fpn_poolformer_s12_8xb4-40k_ade20k-512x512.py',
-                   'needs': 'mmpretrain (its PoolFormer backbone)'},
+                   'extra': _MMPRETRAIN},
     'psanet': {'config': 'psanet_r50-d8_4xb4-80k_ade20k-512x512.py'},
     'pspnet': {'config': 'pspnet_r18-d8_4xb4-80k_loveda-512x512.py'},
     'resnest': {'config': 'resnest_s101-d8_fcn_4xb4-160k_ade20k-512x512.py'},
-    'san': {'config': 'san-vit-b16_voc12aug-640x640.py',
-            'needs': 'a protected MultimodalEncoderDecoder and a CLIP text encoder'},
+    # (the VOC config keeps the COCO-Stuff loss's 172 class weights for 21 classes: it cannot
+    # train; the COCO-Stuff config, on which SAN is trained, can)
+    'san': {'config': 'san-vit-b16_coco-stuff164k-640x640.py', 'overrides': _SAN_SMALL,
+            # CLIPTextEncoder leaves these torch.empty for pretrained weights (CLIP's init)
+            'init_normal': {'text_encoder.positional_embedding': 0.01,
+                            'text_encoder.text_projection': 64**-0.5}},
     'segformer': {'config': 'segformer_mit-b0_8xb2-160k_ade20k-512x512.py'},
     'segmenter': {'config': 'segmenter_vit-t_mask_8xb1-160k_ade20k-512x512.py',
                   'overrides': {'model.backbone.num_layers': 2}},
@@ -129,12 +162,15 @@ FAMILIES: Dict[str, Dict[str, Any]] = {
     'upernet': {'config': 'upernet_r18_4xb4-80k_ade20k-512x512.py'},
     'vit': {'config': 'vit_deit-s16_upernet_8xb2-80k_ade20k-512x512.py', 'overrides': _VIT_4},
     'vpd': {'config': 'vpd_sd_4xb8-25k_nyu-480x480.py',
-            'needs': "a protected DepthEstimator and Stable Diffusion's weights (a download)"},
+            # a depth estimator (NYU depth), not a segmentor
+            'needs': "Stable Diffusion's `ldm` package (not on PyPI) and weights (a download), "
+                     'and a protected DepthEstimator'},
 }
 
 _PROTECTED_TYPES = {
     'EncoderDecoder': 'KeyProtectedEncoderDecoder',
     'CascadeEncoderDecoder': 'KeyProtectedCascadeEncoderDecoder',
+    'MultimodalEncoderDecoder': 'KeyProtectedMultimodalEncoderDecoder',
 }
 _CHILD_CONFIG = """_base_ = ['mmseg::{family}/{config}']
 model = dict(type='{segmentor}', protection=dict(key=dict(file={key_file!r}), points='auto', encrypt_weights=True))
@@ -148,8 +184,12 @@ class FamilyResult:
     Attributes:
         family: the directory name under ``mmseg/.mim/configs/``.
         config: the representative config file.
-        status: ``'ok'`` when every check passed, else ``'failed'``.
+        status: ``'ok'`` when every check passed, :data:`NEEDS_EXTRA` when a
+            package of the ``families`` extra is not installed, else ``'failed'``.
         points: the names of the points ``'auto'`` chose.
+        changed_plain: the fraction of pixels whose predicted class without a
+            key differs from the correct key's (fixed input; None if not measured).
+        changed_incorrect: the same for an incorrect key.
         stage: the check that failed (``'config'``, ``'build'``, ``'conditions'``,
             ``'gradients'``, ``'test loop'``, ``'checkpoint'``, ``'reload'``).
         reason: why it failed (one line), or None.
@@ -160,9 +200,17 @@ class FamilyResult:
     config: str
     status: str = 'failed'
     points: List[str] = field(default_factory=list)
+    changed_plain: Optional[float] = None
+    changed_incorrect: Optional[float] = None
     stage: Optional[str] = None
     reason: Optional[str] = None
     seconds: float = 0.0
+
+
+def missing_extra(family: str) -> List[str]:
+    """The packages of the ``families`` extra that ``family`` needs and that are not installed."""
+    return [name for name in FAMILIES.get(family, {}).get('extra', ())
+            if importlib.util.find_spec(name) is None]
 
 
 def mmseg_config_dir() -> Path:
@@ -273,8 +321,8 @@ def predict_logits(model: nn.Module, inputs: Tensor) -> Tensor:
 
 
 def _outputs_under_conditions(model: nn.Module, inputs: Tensor) -> List[Tensor]:
-    from .protection import KeyCondition, make_conditions
-    from .protection import Protection
+    from ..protection import KeyCondition, make_conditions
+    from ..protection import Protection
     conditions = [KeyCondition.correct(), KeyCondition.plain(),
                   make_conditions(correct=False, plain=False, incorrect=1, seed=0)[0]]
     outputs = []
@@ -282,6 +330,11 @@ def _outputs_under_conditions(model: nn.Module, inputs: Tensor) -> List[Tensor]:
         with Protection.of(model).applied(condition):
             outputs.append(predict_logits(model, inputs))
     return outputs
+
+
+def changed_pixels(reference: Tensor, other: Tensor) -> float:
+    """The fraction of pixels whose predicted class (argmax over dim 1) differs, rounded."""
+    return round((reference.argmax(1) != other.argmax(1)).float().mean().item(), 4)
 
 
 def calibrate_norms(model: nn.Module, inputs: Tensor) -> None:
@@ -309,7 +362,7 @@ def calibrate_norms(model: nn.Module, inputs: Tensor) -> None:
 
 def _check_gradients(model: nn.Module, size: int) -> None:
     """Backward through ``loss`` of every head; each permutation's output gets a gradient."""
-    from .protection import Protection
+    from ..protection import Protection
     permutations = Protection.of(model).permutations
     captured: Dict[str, Tensor] = {}
     handles = []
@@ -379,14 +432,20 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
     from mmengine.runner.checkpoint import save_checkpoint, weights_to_cpu
     from mmseg.registry import MODELS
 
-    from .protection import Protection
-    from .models.weight_encryption import mark_checkpoints_sealed, sealed_state_dict
+    from ..protection import Protection
+    from ..models.weight_encryption import mark_checkpoints_sealed, sealed_state_dict
 
     entry = FAMILIES.get(family)
     result = FamilyResult(family, entry['config'] if entry else '-')
     size = entry.get('size', size) if entry else size
     if entry is None:
         result.stage, result.reason = 'config', 'no representative config in the sweep table'
+        return result
+    missing = missing_extra(family)
+    if missing:
+        result.status, result.stage = NEEDS_EXTRA, 'config'
+        result.reason = (f"{', '.join(missing)} not installed: pip install -e '.[families]' "
+                         '(or make sweep)')
         return result
     start = time.perf_counter()
     folder = work_dir / family
@@ -403,6 +462,9 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
         torch.manual_seed(0)
         init_default_scope('mmseg')
         model = MODELS.build(cfg.model).eval()
+        with torch.no_grad():
+            for name, std in entry.get('init_normal', {}).items():
+                model.get_parameter(name).normal_(std=std)
         # the sweep writes no training checkpoint (only the sealed state_dict below), so
         # the calibration and gradient passes may call loss() without a CheckpointSealHook
         mark_checkpoints_sealed(model)
@@ -418,6 +480,8 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
                 raise AssertionError(f'correct-key and {name} outputs are the same')
         if torch.allclose(plain, incorrect):
             raise AssertionError('plain and incorrect-key outputs are the same')
+        result.changed_plain = changed_pixels(correct, plain)
+        result.changed_incorrect = changed_pixels(correct, incorrect)
         stage = 'checkpoint'
         save_checkpoint({'meta': {'key_protection': Protection.of(model).describe()},
                          'state_dict': weights_to_cpu(sealed_state_dict(model))},
@@ -470,7 +534,7 @@ def reload_checkpoints(work_dir: Path, families: Sequence[str],
     Returns:
         dict: family -> None (same outputs) or why not.
     """
-    command = [sys.executable, '-m', 'mmseg_keyprotect.sweep', '--reload', str(work_dir),
+    command = [sys.executable, '-m', 'mmseg_keyprotect.testing.sweep', '--reload', str(work_dir),
                '--size', str(size), *families]
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith('{')]
@@ -498,8 +562,8 @@ def run_sweep(families: Optional[Sequence[str]] = None,
     Returns:
         list[FamilyResult]: one per family, in order.
     """
-    from .datasets import make_synthetic_voc
-    from .keys import SecretKey
+    from ..datasets import make_synthetic_voc
+    from ..keys import SecretKey
 
     families = list_families() if families is None else list(families)
     with tempfile.TemporaryDirectory(prefix='keyprotect_sweep_') as tmp:
@@ -526,22 +590,35 @@ def run_sweep(families: Optional[Sequence[str]] = None,
     return results
 
 
+#: The columns of :func:`markdown_table`.
+TABLE_COLUMNS = ('family', 'config (`mmseg::family/...`)', "points chosen by `points='auto'`",
+                 'changed pixels, plain', 'changed pixels, incorrect key', 'status', 'reason')
+
+
+def _percent(value: Optional[float]) -> str:
+    return '-' if value is None else f'{100 * value:.1f} %'
+
+
 def markdown_table(results: Sequence[FamilyResult], header: str = '') -> str:
-    """``docs/architectures.md``: one row per family (config, points, status, reason)."""
+    """``docs/architectures.md``: one row per family (:data:`TABLE_COLUMNS`)."""
     working = sum(r.status == 'ok' for r in results)
-    lines = [header.rstrip(), '', f'**{working} of {len(results)} families work.**', '',
-             '| family | config (`mmseg::family/...`) | points chosen by `points=\'auto\'` '
-             '| status | reason |', '|---|---|---|---|---|']
+    needing = sum(r.status == NEEDS_EXTRA for r in results)
+    summary = f'**{working} of {len(results)} families work.**' + (
+        f" {needing} need the families extra (`pip install -e '.[families]'`), which is not "
+        'installed here.' if needing else '')
+    lines = [header.rstrip(), '', summary, '', '| ' + ' | '.join(TABLE_COLUMNS) + ' |',
+             '|' + '---|' * len(TABLE_COLUMNS)]
     for r in results:
         points = '<br>'.join(f'`{p}`' for p in r.points) or '-'
         reason = '-' if r.reason is None else \
             f'{r.stage}: {clean_reason(r.reason)}'.replace('|', '\\|')
-        lines.append(f'| {r.family} | `{r.config}` | {points} | {r.status} | {reason} |')
+        lines.append(f'| {r.family} | `{r.config}` | {points} | {_percent(r.changed_plain)} | '
+                     f'{_percent(r.changed_incorrect)} | {r.status} | {reason} |')
     return '\n'.join(lines).lstrip() + '\n'
 
 
 def _main(argv: Sequence[str]) -> int:
-    """``python -m mmseg_keyprotect.sweep --reload WORK_DIR [--size N] FAMILY...``."""
+    """``python -m mmseg_keyprotect.testing.sweep --reload WORK_DIR [--size N] FAMILY...``."""
     import argparse
 
     import mmseg_keyprotect  # noqa: F401  (registers the protected segmentors)

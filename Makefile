@@ -68,7 +68,7 @@ $(FAMILIES_STAMP): setup.py
 	touch $(FAMILIES_STAMP)
 
 sweep: $(FAMILIES_STAMP)  # regenerate docs/architectures.md (every mmseg model family, points='auto')
-	$(FAMILIES_PY) tools/sweep_families.py
+	$(FAMILIES_PY) tools/dev/sweep_families.py
 
 clean:
 	rm -rf $(VENV) $(FAMILIES_VENV) work_dirs data/synthetic_voc

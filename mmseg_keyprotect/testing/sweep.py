@@ -32,7 +32,7 @@ family whose config imports an OpenMMLab package of the ``families`` extra
 (``pip install -e '.[families]'``: mmdet, mmpretrain) that is not installed is
 not built: its status is :data:`NEEDS_EXTRA`.
 :func:`markdown_table` renders ``docs/architectures.md``; the command line is
-``tools/sweep_families.py``.
+``tools/dev/sweep_families.py``.
 """
 from __future__ import annotations
 

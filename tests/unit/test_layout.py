@@ -37,6 +37,7 @@ CROSS_CUTTING = {
     'test_secrecy.py',
     'configs/test_attack_configs.py', 'configs/test_feature_permutation_configs.py',
     'configs/test_protocol_configs.py', 'configs/test_two_line_protection.py',
+    'configs/test_stanford_configs.py',
 }
 
 

@@ -46,6 +46,7 @@ def test_git_source_gives_the_folder_result(git_copy, tmp_path):
         prepare_stanford_background(f'{repo / ".git"}@{commit}:nothing', tmp_path / 'c', lists)
 
 
+@pytest.mark.slow
 def test_reproduce_trains_tests_reports_and_resumes(tmp_path):
     raw = make_raw_copy(tmp_path / 'iccv09Data')
     data, out = tmp_path / 'data', tmp_path / 'out'

@@ -117,7 +117,7 @@ def draw_figure(rows: List[Row], args: argparse.Namespace, env: Dict[str, str]) 
             figure.paste(part, (0, top))
             top += part.height
     out = Path(args.out) / 'conditions.png'
-    figure.save(out)
+    figure.quantize(colors=64).save(out, optimize=True)  # small enough to commit
     return out
 
 

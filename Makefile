@@ -4,6 +4,9 @@
 #   make test-unit only tests/unit (no Runner, no tool runs; about 2 minutes on 2 cores)
 #   make demo      generate the synthetic dataset, train and evaluate under key conditions
 #   make sweep     regenerate docs/architectures.md in .venv-families (the families extra: mmdet, mmpretrain)
+#   make reproduce DATA=data/stanford_background
+#                  the papers' comparisons on real photographs (docs/stanford_background.md);
+#                  prepare DATA first: python tools/prepare_stanford_background.py SOURCE
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +21,7 @@ WHEEL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mmseg-keyprotect/wheels
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-unit test-all demo benchmark sweep clean
+.PHONY: install test test-unit test-all demo reproduce benchmark sweep clean
 
 install: $(STAMP)
 
@@ -42,6 +45,12 @@ test-all: install
 
 demo: install
 	$(PY) tools/demo.py
+
+# Trains and tests every configs/stanford_background/ row (resumable: finished runs are skipped).
+DATA ?= data/stanford_background
+reproduce: install
+	$(PY) tools/reproduce.py --data $(DATA) --docs docs/stanford_background \
+		--page docs/stanford_background.md
 
 benchmark: install
 	$(PY) tools/benchmark.py all

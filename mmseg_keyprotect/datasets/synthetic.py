@@ -47,6 +47,8 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 from PIL import Image
 
+from .label_png import encode_label_png
+
 __all__ = ['CLASSES', 'PALETTE', 'SyntheticVOCDataset', 'make_synthetic_voc', 'render_sample']
 
 CLASSES: Tuple[str, ...] = ('background', 'red_stripes', 'red_checker', 'blue_stripes',
@@ -168,13 +170,6 @@ def render_sample(rng: np.random.Generator,
 
 
 # ------------------------------------------------------------------------ writing
-def _palette_bytes() -> bytes:
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[:len(PALETTE)] = PALETTE
-    palette[IGNORE_INDEX] = _IGNORE_COLOUR
-    return palette.tobytes()
-
-
 def _encode_jpeg(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format='JPEG', quality=_JPEG_QUALITY, subsampling=0)
@@ -182,11 +177,7 @@ def _encode_jpeg(image: np.ndarray) -> bytes:
 
 
 def _encode_label(label: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    png = Image.frombytes('P', (label.shape[1], label.shape[0]), label.tobytes())
-    png.putpalette(_palette_bytes())
-    png.save(buffer, format='PNG', optimize=False)
-    return buffer.getvalue()
+    return encode_label_png(label, PALETTE, IGNORE_INDEX, _IGNORE_COLOUR)
 
 
 def _check_args(num_train: int, num_val: int, image_size: Sequence[int]) -> Tuple[int, int]:

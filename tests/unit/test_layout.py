@@ -35,6 +35,7 @@ CROSS_CUTTING = {
     'configs/test_attack_configs.py',
     'configs/test_feature_permutation_configs.py',
     'configs/test_protocol_configs.py',
+    'configs/test_stanford_configs.py',
     'configs/test_two_line_protection.py',
     'test_bad_input_matrix.py',
     'test_determinism.py',

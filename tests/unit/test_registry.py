@@ -48,6 +48,10 @@ EXAMPLES = {
         cipher=dict(type='BlockShuffle', block_size=4, key=KEY))),
     'SyntheticVOCDataset': ('DATASETS', dict(type='SyntheticVOCDataset',
                                              data_root='{data_root}', **_VAL)),
+    # any folder of .jpg/.png pairs (here the synthetic dataset's) in the prepared layout
+    'StanfordBackgroundDataset': ('DATASETS', dict(
+        type='StanfordBackgroundDataset', data_root='{data_root}', pipeline=[],
+        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'))),
     'PerImageIoUMetric': ('METRICS', dict(type='PerImageIoUMetric', ignore_index=255)),
     'KeyConditionTestLoop': ('LOOPS', dict(type='KeyConditionTestLoop', incorrect=2)),
     'KeyConditionValLoop': ('LOOPS', dict(type='KeyConditionValLoop', plain=True)),

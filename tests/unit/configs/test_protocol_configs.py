@@ -53,6 +53,8 @@ BLOCK_CONFIGS = [n for n in ALL_CONFIGS if n.startswith('block_encryption/')]
 PERM_CONFIGS = [f'feature_permutation/fcn_r50-d8_perm-m{m}_100e_voc12-256x256.py'
                 for m in range(1, 7)]
 PROTOCOL_CONFIGS = [BASELINE, *BLOCK_CONFIGS, *PERM_CONFIGS]
+# The CPU-scale comparison on real photographs (tests/unit/configs/test_stanford_configs.py).
+STANFORD_CONFIGS = [n for n in ALL_CONFIGS if n.startswith('stanford_background/')]
 CIPHER_TYPES = {'shf': 'BlockShuffle', 'np': 'BlockNegPos', 'ffx': 'BlockFFX'}
 TRAIN_INDEX, TEST_INDEX = 5, 3  # documented in configs/block_encryption/_base_/
 NUM_GPUS = 8
@@ -158,7 +160,7 @@ def test_forward_at_64x64(name, build_model):
 def test_generated_configs_are_in_sync():
     expected = make_configs.generate()
     assert {p.relative_to(CONFIGS).as_posix() for p in expected} == \
-        set(BLOCK_CONFIGS) | set(PERM_CONFIGS)
+        set(BLOCK_CONFIGS) | set(PERM_CONFIGS) | set(STANFORD_CONFIGS)
     assert make_configs.stale_files(expected) == []
 
 

@@ -22,7 +22,7 @@ ITERS = 150
 def _run(*args: Any, ok: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONWARNINGS='ignore')
     proc = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1800)
     if ok:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

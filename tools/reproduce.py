@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from mmseg_keyprotect.engine.checkpoint import find_checkpoint
+from mmseg_keyprotect.checkpoint import find_checkpoint
 from mmseg_keyprotect.evaluation.reports import write_report
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.reproduction import (ROWS, Row, collect, floor_scores, is_done,

@@ -9,7 +9,7 @@ from mmengine.runner import CheckpointLoader
 
 from mmseg_keyprotect.apis import init_protected_model, protect_model, rekey_model
 from mmseg_keyprotect.keys import SecretKey
-from mmseg_keyprotect.models.weight_encryption import is_sealed
+from mmseg_keyprotect.checkpoint import is_sealed
 from mmseg_keyprotect.apis.protect import compare_on_images
 
 from ..unit.posthoc.families import build_family, family_cfg

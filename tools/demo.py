@@ -31,7 +31,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from mmseg_keyprotect.checkpoint import find_checkpoint
 from mmseg_keyprotect.evaluation import models_table, write_report
@@ -98,6 +98,14 @@ def slug(config: str) -> str:
     return Path(config).stem
 
 
+def short_schedule(max_iters: Optional[int]) -> List[str]:
+    """``--cfg-options`` that shorten training to ``max_iters`` (none if not given)."""
+    if not max_iters:
+        return []
+    return [f'train_cfg.max_iters={max_iters}', f'train_cfg.val_interval={max_iters}',
+            f'default_hooks.checkpoint.interval={max_iters}']
+
+
 def train_and_test(name: str, config: str, out: Path, args: argparse.Namespace,
                    threads: int = 1) -> Dict:
     env = demo_env(out / 'owner.key', threads)
@@ -107,10 +115,7 @@ def train_and_test(name: str, config: str, out: Path, args: argparse.Namespace,
     options = [f'{split}.dataset.data_root={args.data_root}'
                for split in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
     options.append(f'randomness.seed={args.seed}')
-    if args.max_iters:
-        options += [f'train_cfg.max_iters={args.max_iters}',
-                    f'train_cfg.val_interval={args.max_iters}',
-                    f'default_hooks.checkpoint.interval={args.max_iters}']
+    options += short_schedule(args.max_iters)
     say(f'\n[{name}] training {config} ({threads} thread(s))')
     start = time.time()
     run_streaming([sys.executable, 'tools/train.py', config, '--work-dir', str(work_dir),

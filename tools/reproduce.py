@@ -35,7 +35,7 @@ from mmseg_keyprotect.reproduction import (ROWS, Row, collect, floor_scores, is_
                                            select_rows)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import PROGRESS, machine, run_streaming, say  # noqa: E402  (sibling tool)
+from demo import PROGRESS, machine, run_streaming, say, short_schedule  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 #: Rows drawn in the figure (the protected headline rows), two test images each.
@@ -63,10 +63,7 @@ def train_and_test(row: Row, seed: int, args: argparse.Namespace, env: Dict[str,
     work_dir.mkdir(parents=True, exist_ok=True)
     tag = f'[{Path(row.config).stem.replace("fcn_r18-d8_", "")} s{seed}] '
     options = data_options(args.data) + [f'randomness.seed={seed}']
-    if args.max_iters:
-        options += [f'train_cfg.max_iters={args.max_iters}',
-                    f'train_cfg.val_interval={args.max_iters}',
-                    f'default_hooks.checkpoint.interval={args.max_iters}']
+    options += short_schedule(args.max_iters)
     say(f'{tag}training {row.config}')
     start = time.time()
     run_streaming([sys.executable, 'tools/train.py', row.config, '--work-dir', str(work_dir),

@@ -42,7 +42,7 @@ cfg.merge_from_dict(overrides)
 cfg.merge_from_dict({'work_dir': work_dir + '/test', 'experiment_name': 'test',
                      'load_from': work_dir + '/iter_3.pth'})
 metrics = Runner.from_cfg(cfg).test()
-print('RESULT ' + json.dumps({'iter': resumed_iter, 'mIoU': float(metrics['mIoU'])}))
+print('RESULT ' + json.dumps({'iter': resumed_iter, 'mIoU': float(metrics['correct/mIoU'])}))
 '''
 
 

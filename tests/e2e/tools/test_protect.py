@@ -47,16 +47,18 @@ def _miou(work_dir: Path) -> Dict[str, Any]:
 
 @pytest.mark.slow
 def test_train_protect_test_rekey(tmp_path: Path):
-    data_root = make_synthetic_voc(tmp_path / 'data', num_train=64, num_val=16, seed=0)
+    data_root = make_synthetic_voc(tmp_path / 'data', num_train=64, num_val=16, num_test=16,
+                                   seed=0)
     config = _user_config(tmp_path, data_root)
     _run('tools/train.py', config, '--work-dir', tmp_path / 'train')
     checkpoint = tmp_path / 'train' / f'iter_{ITERS}.pth'
     key_file = SecretKey.generate().save(tmp_path / 'owner.key')
 
-    # the plain model's mIoU, with mmseg's own test tool (plain loop)
+    # the plain model's mIoU, with mmseg's own test tool (the demo baseline's key-condition
+    # loop: an unprotected model has the correct condition only)
     _run('tools/test.py', config, checkpoint, '--work-dir', tmp_path / 'plain_test')
     plain = [json.loads(p.read_text()) for p in (tmp_path / 'plain_test').glob('*/*.json')]
-    plain_miou = plain[0]['mIoU']
+    plain_miou = plain[0]['correct/mIoU']
 
     out = tmp_path / 'protected'
     proc = _run('tools/protect.py', config, checkpoint, '--key', key_file, '--out', out,

@@ -58,8 +58,13 @@ def say(text: str) -> None:
 
 
 def run_streaming(cmd: List[str], log_file: Path, show: re.Pattern, env: Dict[str, str],
-                  tag: str = '') -> None:
-    """Run ``cmd``, keep its full output in ``log_file`` and echo the progress lines."""
+                  tag: str = '') -> float:
+    """Run ``cmd``, keep its full output in ``log_file`` and echo the progress lines.
+
+    Returns:
+        float: CPU seconds (user + system) of the command and the children it reaped
+        (dataloader workers), independent of what else the machine runs.
+    """
     with open(log_file, 'w') as log, subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True) as proc:
@@ -68,9 +73,12 @@ def run_streaming(cmd: List[str], log_file: Path, show: re.Pattern, env: Dict[st
             if show.search(line):
                 text = LOG_PREFIX.sub('', line.rstrip())
                 say(f'    {tag}' + re.sub(r'\s+', ' ', text)[:160])
-        if proc.wait() != 0:
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
             raise SystemExit(f'command failed ({proc.returncode}); see {log_file}:\n'
                              + ' '.join(cmd))
+    return usage.ru_utime + usage.ru_stime
 
 
 def demo_env(key_file: Path, threads: int = 1) -> Dict[str, str]:

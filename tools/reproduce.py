@@ -25,7 +25,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from typing import Dict, List, Optional, Tuple
 
 from mmseg_keyprotect.checkpoint import find_checkpoint
 from mmseg_keyprotect.evaluation.reports import write_report
@@ -35,7 +37,8 @@ from mmseg_keyprotect.reproduction import (ROWS, Row, collect, floor_scores, is_
                                            select_rows)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import PROGRESS, machine, run_streaming, say, short_schedule  # noqa: E402
+from demo import (PROGRESS, machine, run_streaming, say, short_schedule,  # noqa: E402
+                  threads_per_job)
 
 REPO = Path(__file__).resolve().parents[1]
 #: Rows drawn in the figure (the protected headline rows), two test images each.
@@ -57,34 +60,91 @@ def run_env(key_file: Path, threads: int) -> Dict[str, str]:
             'KP_KEY_FILE': str(key_file)}
 
 
-def train_and_test(row: Row, seed: int, args: argparse.Namespace, env: Dict[str, str]) -> None:
-    """Train ``row`` with ``seed`` (resuming), test its best checkpoint, record the wall times."""
-    work_dir = run_dir(args.out, row, seed)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    tag = f'[{Path(row.config).stem.replace("fcn_r18-d8_", "")} s{seed}] '
+def _tag(row: Row, seed: int) -> str:
+    return f'[{row.slug.replace("fcn_r18-d8_", "").replace("_stanford-128x96", "")} s{seed}] '
+
+
+def train(row: Row, seed: int, work_dir: Path, args: argparse.Namespace,
+          env: Dict[str, str]) -> Tuple[str, float]:
+    """Train ``row`` with ``seed`` (resuming); its best checkpoint and the CPU seconds."""
+    tag = _tag(row, seed)
     options = data_options(args.data) + [f'randomness.seed={seed}']
     options += short_schedule(args.max_iters)
     say(f'{tag}training {row.config}')
+    cpu = run_streaming([sys.executable, 'tools/train.py', row.config, '--work-dir',
+                         str(work_dir), '--resume', '--cfg-options', *options],
+                        work_dir / 'train_stdout.log', PROGRESS, env, tag)
+    return find_checkpoint(work_dir, 'best'), cpu
+
+
+def protect_trained(row: Row, seed: int, work_dir: Path, args: argparse.Namespace,
+                    env: Dict[str, str], trained: Optional[Future]) -> Tuple[str, float]:
+    """Protect ``row.config``'s trained model (same seed) with tools/protect.py, no training.
+
+    Returns the protected config and checkpoint's paths (config first) and the CPU seconds.
+    """
+    if trained is not None:
+        trained.result()  # the trained run of the same seed, when this invocation runs it
+    source = run_dir(args.out, replace(row, after_training=False), seed)
+    if not is_done(source):
+        raise SystemExit(f'reproduce.py: error: {row.name}: {source} has not finished; run '
+                         'its row first')
+    checkpoint = find_checkpoint(source, 'best')
+    say(f'{_tag(row, seed)}protecting {Path(checkpoint).name} of {source} (no training)')
+    cpu = run_streaming([sys.executable, 'tools/protect.py', row.config, checkpoint, '--key',
+                         env['KP_KEY_FILE'], '--out', str(work_dir), '--no-eval'],
+                        work_dir / 'protect_stdout.log', PROGRESS, env, _tag(row, seed))
+    return str(work_dir / 'protected_config.py'), cpu
+
+
+def train_and_test(row: Row, seed: int, args: argparse.Namespace, env: Dict[str, str],
+                   trained: Optional[Future] = None) -> None:
+    """Train (or protect) ``row`` with ``seed``, test its checkpoint, record the times."""
+    work_dir = run_dir(args.out, row, seed)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tag = _tag(row, seed)
     start = time.time()
-    run_streaming([sys.executable, 'tools/train.py', row.config, '--work-dir', str(work_dir),
-                   '--resume', '--cfg-options', *options], work_dir / 'train_stdout.log',
-                  PROGRESS, env, tag)
+    if row.after_training:
+        config, train_cpu = protect_trained(row, seed, work_dir, args, env, trained)
+        checkpoint = str(work_dir / 'protected.pth')
+    else:
+        config = row.config
+        checkpoint, train_cpu = train(row, seed, work_dir, args, env)
     train_s = time.time() - start
-    checkpoint = find_checkpoint(work_dir, 'best')
     incorrect = row.incorrect if args.incorrect is None else min(row.incorrect, args.incorrect)
-    say(f'{tag}trained in {train_s / 60:.1f} min; testing {Path(checkpoint).name} '
-        f'under correct / plain / {incorrect} incorrect keys')
+    say(f'{tag}{"protected" if row.after_training else "trained"} in {train_s / 60:.1f} min; '
+        f'testing {Path(checkpoint).name} under correct / plain / {incorrect} incorrect keys')
     start = time.time()
     test_options = data_options(args.data) + [f'test_cfg.incorrect={incorrect}']
-    run_streaming([sys.executable, 'tools/test.py', row.config, checkpoint, '--work-dir',
-                   str(work_dir), '--cfg-options', *test_options],
-                  work_dir / 'test_stdout.log', PROGRESS, env, tag)
+    test_cpu = run_streaming([sys.executable, 'tools/test.py', config, checkpoint, '--work-dir',
+                              str(work_dir), '--cfg-options', *test_options],
+                             work_dir / 'test_stdout.log', PROGRESS, env, tag)
     test_s = time.time() - start
     timing = {'train_s': round(train_s, 1), 'test_s': round(test_s, 1),
+              'cpu_s': round(train_cpu + test_cpu, 1),
               'checkpoint': Path(checkpoint).name, 'finished': machine()['date'],
-              'load_average': os.getloadavg(), 'threads': env['OMP_NUM_THREADS']}
+              'load_average': os.getloadavg(), 'threads': env['OMP_NUM_THREADS'],
+              'parallel_runs': args.jobs}
     (work_dir / 'timing.json').write_text(json.dumps(timing, indent=2) + '\n')
-    say(f'{tag}done: train {train_s / 60:.1f} min, test {test_s / 60:.1f} min')
+    say(f'{tag}done: {"protect" if row.after_training else "train"} {train_s / 60:.1f} min, '
+        f'test {test_s / 60:.1f} min, {(train_cpu + test_cpu) / 60:.1f} CPU min')
+
+
+def run_all(todo: List[Tuple[Row, int]], args: argparse.Namespace,
+            env: Dict[str, str]) -> None:
+    """Run ``todo`` with ``args.jobs`` runs at a time; a protected-after-training run
+    waits for the trained run it protects. The first failure stops the rest."""
+    trained: Dict[Tuple[str, int], Future] = {}
+    every = []
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for row, seed in todo:
+            waits_for = trained.get((row.config, seed)) if row.after_training else None
+            future = pool.submit(train_and_test, row, seed, args, env, waits_for)
+            every.append(future)
+            if not row.after_training:
+                trained[(row.config, seed)] = future
+    for future in every:
+        future.result()  # re-raise the first failure
 
 
 def draw_figure(rows: List[Row], args: argparse.Namespace, env: Dict[str, str]) -> Optional[Path]:
@@ -192,8 +252,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--incorrect', type=int, default=None,
                         help='at most this many incorrect keys per test (a quick check; the '
                         'table shows the number each run used)')
-    parser.add_argument('--threads', type=int, default=os.cpu_count() or 1,
-                        help='torch threads per run (default: all cores)')
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='runs at a time (e.g. 2 on 2 cores, one torch thread each)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch threads per run (default: the cores divided by --jobs)')
     parser.add_argument('--no-figure', action='store_true')
     parser.add_argument('--docs', default=None,
                         help='also copy the table and figure here (e.g. docs/stanford_background)')
@@ -217,6 +279,9 @@ def main(argv=None) -> None:
     key_file = args.out / 'owner.key'
     if not key_file.exists():
         SecretKey.generate().save(key_file)
+    if args.jobs < 1:
+        raise SystemExit(f'reproduce.py: error: --jobs {args.jobs}: must be at least 1')
+    args.threads = args.threads or threads_per_job(args.jobs, os.cpu_count() or 1)
     env = run_env(key_file.resolve(), args.threads)
     info = machine()
     info['load_average_start'] = os.getloadavg()
@@ -224,10 +289,10 @@ def main(argv=None) -> None:
     todo = [] if args.report_only else [(row, seed) for row, seed in missing_runs(args.out, rows)
                                         if args.seeds is None or seed in args.seeds]
     say(f'{len(todo)} run(s) to do; finished runs are skipped')
-    for row, seed in todo:
-        train_and_test(row, seed, args, env)
+    run_all(todo, args, env)
     info.update(seconds_this_invocation=round(time.time() - start),
-                load_average_end=os.getloadavg(), threads_per_run=args.threads)
+                load_average_end=os.getloadavg(), threads_per_run=args.threads,
+                parallel_runs=args.jobs)
     report(list(ROWS), args, info, env)
 
 

@@ -77,7 +77,9 @@ def _load_plain(config: Union[str, Path], checkpoint: str, device: str) -> Tuple
                                                                                  nn.Module]:
     from mmseg.apis import init_model
     cfg = load_config(config)
-    sources = [path for path, _ in find_key_sources(cfg)]
+    # A top-level ``key`` only declares the key its children's keyed parts copy (the
+    # configs/stanford_background/ base does): a keyed part holds its own key field.
+    sources = [path for path, _ in find_key_sources(cfg) if path != 'key']
     if sources:
         raise ValueError(f'{config} is already protected (key sources at {sources}); use '
                          '`tools/protect.py rekey` to change its key')

@@ -58,3 +58,17 @@ def test_rekey_api(tmp_path):
     assert compare_on_images(a, b) <= 1e-4
     with pytest.raises(Exception, match='fingerprint'):
         init_protected_model(second.config, str(second.checkpoint), key=old)
+
+
+def test_a_declared_key_is_not_protection(tmp_path):
+    """A top-level ``key`` that no keyed part uses (configs/stanford_background/'s base
+    declares one for its children) does not stop protection; a protected config does."""
+    model, config, checkpoint = _plain_files(tmp_path, 'fcn')
+    key_file = SecretKey.generate().save(tmp_path / 'owner.key')
+    with open(config, 'a') as f:
+        f.write(f'key = dict(file={str(key_file)!r})\n')
+    result = protect_model(config, str(checkpoint), key_file, tmp_path / 'out', evaluate=False)
+    assert result.max_difference <= 1e-4
+    with pytest.raises(ValueError, match=r'already protected \(key sources at \[.*protection'):
+        protect_model(result.config, str(result.checkpoint), key_file, tmp_path / 'again',
+                      evaluate=False)

@@ -13,7 +13,7 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
-from mmseg_keyprotect.reproduction import (POSTHOC_NOTE, ROWS, collect, floor_scores, is_done,
+from mmseg_keyprotect.reproduction import (ROWS, collect, floor_scores, is_done,
                                            missing_runs, results_markdown, run_dir,
                                            select_rows, validation_curve)
 
@@ -32,7 +32,12 @@ def test_rows_name_existing_configs_with_the_required_seeds():
     two_seeds = {r.name for r in ROWS if len(r.seeds) >= 2}
     assert {'baseline (unprotected)', 'SHF M=4', 'Model-6 (permutation, head)',
             'recommended (Model-1..6 + encrypted weights)'} <= two_seeds
-    assert [r.incorrect for r in ROWS if r.name.startswith('baseline')] == [0]
+    assert [r.incorrect for r in ROWS if r.name.startswith('baseline')] == [0, 100]
+    after = [r for r in ROWS if r.after_training]
+    # the trained baseline, protected: the same config and seeds, its own folder
+    assert len(after) == 1 and after[0].config == ROWS[0].config
+    assert after[0].seeds == ROWS[0].seeds and after[0].slug == ROWS[0].slug + '_protected'
+    assert len({r.slug for r in ROWS}) == len(ROWS)
 
 
 @pytest.mark.parametrize('row', [r for r in ROWS if '-b' in r.config], ids=lambda r: r.name)
@@ -56,7 +61,8 @@ def test_floor_is_the_most_frequent_training_class_everywhere(tmp_path):
     assert floor['mIoU_per_image'] == pytest.approx((25 + 100) / 2)
 
 
-def _fake_run(work_dir: Path, correct: float, plain: float, wrong, curve) -> None:
+def _fake_run(work_dir: Path, correct: float, plain: float, wrong, curve,
+              cpu_s: float = 330.0) -> None:
     work_dir.mkdir(parents=True)
     per_condition = {'correct': {'mIoU': correct, 'mIoU_per_image': correct + 1}}
     if wrong:
@@ -65,7 +71,8 @@ def _fake_run(work_dir: Path, correct: float, plain: float, wrong, curve) -> Non
             per_condition[f'incorrect/{i}'] = {'mIoU': value, 'mIoU_per_image': value + 1}
     (work_dir / 'key_conditions.json').write_text(json.dumps(
         {'per_condition': per_condition, 'summary': {}}))
-    (work_dir / 'timing.json').write_text(json.dumps({'train_s': 300.0, 'test_s': 60.0}))
+    (work_dir / 'timing.json').write_text(json.dumps({'train_s': 300.0, 'test_s': 60.0,
+                                                         'cpu_s': cpu_s}))
     scalars = work_dir / '20261203_120000' / 'vis_data' / 'scalars.json'
     scalars.parent.mkdir(parents=True)
     scalars.write_text(''.join(json.dumps({'mIoU': v, 'step': s}) + '\n' for s, v in curve)
@@ -75,10 +82,13 @@ def _fake_run(work_dir: Path, correct: float, plain: float, wrong, curve) -> Non
 def test_collect_aggregates_seeds_and_keys_and_the_table_shows_them(tmp_path):
     baseline, shf4 = ROWS[0], next(r for r in ROWS if r.name == 'SHF M=4')
     _fake_run(run_dir(tmp_path, baseline, 0), 50.0, 0, [], [(250, 30.0), (500, 40.0)])
-    _fake_run(run_dir(tmp_path, baseline, 1), 54.0, 0, [], [(250, 31.0)])
+    _fake_run(run_dir(tmp_path, baseline, 1), 54.0, 0, [], [(250, 31.0)], cpu_s=390.0)
     _fake_run(run_dir(tmp_path, shf4, 0), 40.0, 30.0, [10.0, 20.0], [(250, 20.0)])
     assert is_done(run_dir(tmp_path, baseline, 0))
-    assert (shf4, 1) in missing_runs(tmp_path) and (baseline, 0) not in missing_runs(tmp_path)
+    todo = missing_runs(tmp_path)
+    assert (shf4, 1) in todo and (baseline, 0) not in todo
+    # every row's first seed before any second seed
+    assert max(i for i, (_, s) in enumerate(todo) if s == 0) < todo.index((shf4, 1))
     assert validation_curve(run_dir(tmp_path, baseline, 0)) == [(250, 30.0), (500, 40.0)]
 
     results = collect(tmp_path)
@@ -99,14 +109,19 @@ def test_collect_aggregates_seeds_and_keys_and_the_table_shows_them(tmp_path):
     assert '| SHF M=4 | 0 | 41.0 | 31.0 | 16.0 ± 5.0 [11.0, 21.0] (2) | 20.0 | 59.4 | ' \
         '47.3 / 45.4 / 36.7 |' in table
     assert '| SHF M=8 | — | not run yet |' in table
-    assert POSTHOC_NOTE in table
+    assert '| baseline protected after training (tools/protect.py, points=auto) | — | ' \
+        'not run yet |' in table
     assert '- baseline (unprotected), seed 0: 250: 30.0, 500: 40.0' in table
-    assert '| baseline (unprotected) | 2 | 6.0 [6.0, 6.0] |' in table  # 360 s per run
+    # 360 s of wall time per run; 330 s and 390 s of CPU time
+    assert '| baseline (unprotected) | 2 | 6.0 [6.0, 6.0] | 6.0 [5.5, 6.5] |' in table
 
 
 def test_select_rows():
     assert [r.name for r in select_rows(['shf-b4', 'baseline'])] == \
-        ['baseline (unprotected)', 'SHF M=4']
+        ['baseline (unprotected)', 'SHF M=4',
+         'baseline protected after training (tools/protect.py, points=auto)']
     assert select_rows(None) == list(ROWS)
+    assert [r.slug for r in select_rows(['_protected'])] == \
+        ['fcn_r18-d8_3k_stanford-128x96_protected']
     with pytest.raises(ValueError, match="--rows 'shf-b3' matches no row"):
         select_rows(['shf-b3'])

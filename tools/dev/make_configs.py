@@ -70,7 +70,7 @@ SB_DIR = CONFIGS / 'stanford_background'
 SB_DATASET_BASE = CONFIGS / '_base_' / 'datasets' / 'stanford_background.py'
 SB_BASE = './_base_/fcn_r18-d8_stanford-128x96.py'
 SB_BLOCK_SIZES = (4, 8, 16)
-SB_SCHEDULE = '2k'
+SB_SCHEDULE = '3k'
 SB_KEY_SOURCE = '{{_base_.key}}'
 #: Stanford Background feature-permutation protections -> their points (paper 2 Model-N).
 SB_PERM_POINTS = {'perm-m1': [POINTS[1][0]], 'perm-m6': [POINTS[6][0]],

@@ -61,12 +61,20 @@ def test_reproduce_trains_tests_reports_and_resumes(tmp_path):
     run('tools/prepare_stanford_background.py', raw, '--out', data, '--splits',
         write_lists(tmp_path / 'lists'))
     quick = ['--data', data, '--out', out, '--rows', 'baseline', 'perm-m1to6-encw',
-             '--seeds', '0', '--max-iters', '2', '--incorrect', '2', '--threads', '1']
+             '--seeds', '0', '--max-iters', '2', '--incorrect', '2', '--jobs', '2']
     printed = run('tools/reproduce.py', *quick)
-    assert printed.startswith('2 run(s) to do')
+    # 'baseline' also selects the baseline protected after training, which waits for it
+    assert printed.startswith('3 run(s) to do')
     results = json.loads((out / 'results.json').read_text())
     rows = results['rows']
     assert rows['baseline (unprotected)']['seeds_done'] == [0]
+    after = rows['baseline protected after training (tools/protect.py, points=auto)']
+    assert after['seeds_done'] == [0] and after['incorrect_keys'] == '2'
+    # exact under the key: the trained model's own score
+    assert after['mIoU']['correct']['mean'] == pytest.approx(
+        rows['baseline (unprotected)']['mIoU']['correct']['mean'], abs=0.05)
+    assert all(run['timing']['cpu_s'] > 0 for row in rows.values()
+               for run in row['runs'].values())
     recommended = rows['recommended (Model-1..6 + encrypted weights)']
     assert recommended['seeds_done'] == [0] and recommended['incorrect_keys'] == '2'
     assert set(recommended['mIoU']) == {'correct', 'plain', 'incorrect'}

@@ -37,10 +37,10 @@ def _without_protection(cfg: Config) -> Dict[str, Any]:
 
 def test_the_rows_are_all_there():
     names = {p.name for p in CONFIGS}
-    expected = {'fcn_r18-d8_2k_stanford-128x96.py', 'fcn_r18-d8_perm-m1_2k_stanford-128x96.py',
-                'fcn_r18-d8_perm-m6_2k_stanford-128x96.py',
-                'fcn_r18-d8_perm-m1to6-encw_2k_stanford-128x96.py'}
-    expected |= {f'fcn_r18-d8_{c}-b{m}_2k_stanford-128x96.py'
+    expected = {'fcn_r18-d8_3k_stanford-128x96.py', 'fcn_r18-d8_perm-m1_3k_stanford-128x96.py',
+                'fcn_r18-d8_perm-m6_3k_stanford-128x96.py',
+                'fcn_r18-d8_perm-m1to6-encw_3k_stanford-128x96.py'}
+    expected |= {f'fcn_r18-d8_{c}-b{m}_3k_stanford-128x96.py'
                  for c in ('shf', 'np', 'ffx') for m in (4, 8, 16)}
     assert names == expected
 
@@ -67,7 +67,7 @@ def test_each_config_adds_only_its_protection(path):
                     'perm-m1to6-encw': POINTS}[stem.split('_')[2]]
         assert cfg.model.type == 'KeyProtectedEncoderDecoder'
         assert protection.points == expected and protection.key == base.key
-        assert protection.get('encrypt_weights', False) == stem.endswith('encw_2k_stanford'
+        assert protection.get('encrypt_weights', False) == stem.endswith('encw_3k_stanford'
                                                                          '-128x96')
     else:
         assert cfg.model.type == 'EncoderDecoder' and 'protection' not in cfg.model

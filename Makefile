@@ -4,7 +4,7 @@
 #   make test-unit only tests/unit (no Runner, no tool runs; about 2 minutes on 2 cores)
 #   make demo      generate the synthetic dataset, train and evaluate under key conditions
 #   make sweep     regenerate docs/architectures.md in .venv-families (the families extra: mmdet, mmpretrain)
-#   make reproduce DATA=data/stanford_background
+#   make reproduce DATA=data/stanford_background [JOBS=2]
 #                  the papers' comparisons on real photographs (docs/stanford_background.md);
 #                  prepare DATA first: python tools/prepare_stanford_background.py SOURCE
 SHELL := /bin/bash
@@ -48,8 +48,10 @@ demo: install
 
 # Trains and tests every configs/stanford_background/ row (resumable: finished runs are skipped).
 DATA ?= data/stanford_background
-reproduce: install
-	$(PY) tools/reproduce.py --data $(DATA) --docs docs/stanford_background \
+JOBS ?= 2
+reproduce: install  # two runs at a time by default (one per core): JOBS=1 for one
+	$(PY) tools/reproduce.py --data $(DATA) --jobs $(JOBS) --docs docs/stanford_background \
+		--readme README.md \
 		--page docs/stanford_background.md
 
 benchmark: install

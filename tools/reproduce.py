@@ -12,7 +12,7 @@ machine, seeds, wall times, validation curves, the floor) and one figure
 protected rows), copied to --docs::
 
     python tools/prepare_stanford_background.py SOURCE --out data/stanford_background
-    python tools/reproduce.py --data data/stanford_background            # everything
+    python tools/reproduce.py --data data/stanford_background --jobs 2   # everything
     python tools/reproduce.py --rows baseline shf-b4 --report-only       # table so far
 """
 from __future__ import annotations
@@ -33,7 +33,8 @@ from mmseg_keyprotect.checkpoint import find_checkpoint
 from mmseg_keyprotect.evaluation.reports import write_report
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.reproduction import (ROWS, Row, collect, floor_scores, is_done,
-                                           missing_runs, results_markdown, run_dir,
+                                           headline_markdown, missing_runs,
+                                           results_markdown, run_dir,
                                            select_rows)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -231,6 +232,8 @@ def report(rows: List[Row], args: argparse.Namespace, info: Dict, env: Dict[str,
             shutil.copyfile(path, Path(args.docs) / path.name)
     if args.page:
         update_page(Path(args.page), table)
+    if args.readme:
+        update_page(Path(args.readme), headline_markdown(results, floor, info))
     say('\n' + table)
     say('\nwritten: ' + ', '.join(str(p) for p in written)
         + (f' (copied to {args.docs}/)' if args.docs else ''))
@@ -259,6 +262,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--no-figure', action='store_true')
     parser.add_argument('--docs', default=None,
                         help='also copy the table and figure here (e.g. docs/stanford_background)')
+    parser.add_argument('--readme', default=None,
+                        help='also write the headline rows into this page\'s generated block '
+                        '(e.g. README.md)')
     parser.add_argument('--page', default=None,
                         help='also write the table into this markdown page, between '
                         f'{BEGIN!r} and {END!r} (e.g. docs/stanford_background.md)')

@@ -13,7 +13,7 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
-from mmseg_keyprotect.reproduction import (ROWS, collect, floor_scores, is_done,
+from mmseg_keyprotect.reproduction import (HEADLINE, ROWS, headline_markdown, collect, floor_scores, is_done,
                                            missing_runs, results_markdown, run_dir,
                                            select_rows, validation_curve)
 
@@ -125,3 +125,17 @@ def test_select_rows():
         ['fcn_r18-d8_3k_stanford-128x96_protected']
     with pytest.raises(ValueError, match="--rows 'shf-b3' matches no row"):
         select_rows(['shf-b3'])
+
+
+def test_the_readme_headline_shows_its_rows_from_the_runs(tmp_path):
+    baseline, shf4 = ROWS[0], next(r for r in ROWS if r.name == 'SHF M=4')
+    _fake_run(run_dir(tmp_path, baseline, 0), 50.0, 0, [], [(250, 30.0)])
+    _fake_run(run_dir(tmp_path, baseline, 1), 54.0, 0, [], [(250, 31.0)])
+    _fake_run(run_dir(tmp_path, shf4, 0), 40.0, 30.0, [10.0, 20.0], [(250, 20.0)])
+    table = headline_markdown(collect(tmp_path), {'mIoU': 5.0, 'mIoU_per_image': 20.0}, INFO)
+    assert 'seeds 0, 1;' in table and 'over 2 keys' in table and 'scores 20.0 / 5.0' in table
+    assert '| baseline (unprotected) | 53.0 [51.0, 55.0] / 52.0 [50.0, 54.0] | same model | — |' \
+        in table
+    assert '| SHF M=4 | 41.0 / 40.0 | 31.0 / 30.0 | 16.0 ± 5.0 / 15.0 ± 5.0 |' in table
+    assert f'| {HEADLINE[2]} | not run yet | | |' in table
+    assert all(name in table for name in HEADLINE) and 'SHF M=8' not in table

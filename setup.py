@@ -36,9 +36,15 @@ setup(
     ],
     extras_require={
         'tests': ['pytest>=7', 'pytest-timeout', 'matplotlib'],
-        # the OpenMMLab packages five of mmseg's model families import (Mask2Former and
-        # MaskFormer: mmdet; ConvNeXt and PoolFormer: mmpretrain); make sweep installs them
-        'families': ['mmdet==3.3.0', 'mmpretrain==1.2.0'],
+        # the packages the model families import that the default install lacks
+        # (Mask2Former and MaskFormer: mmdet; ConvNeXt and PoolFormer: mmpretrain; VPD: what
+        # Stable Diffusion's `ldm` imports, which stable-diffusion-sdkit==2.1.5 provides and
+        # `make sweep` installs with --no-deps: its own pins, e.g. pytorch-lightning 1.4.2 and
+        # opencv-python 4.6, do not work with torch 2.13 and numpy 2; transformers 4.x
+        # because mmpretrain's BLIP imports fail on 5.x); make sweep installs them
+        'families': ['mmdet==3.3.0', 'mmpretrain==1.2.0', 'pytorch-lightning==1.9.5',
+                     'omegaconf==2.4.0', 'transformers==4.33.2', 'open-clip-torch==3.3.0',
+                     'einops'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',

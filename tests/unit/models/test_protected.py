@@ -121,3 +121,59 @@ def test_segmentor_matches_backbone_and_head_wrappers(key):
 def test_segmentor_requires_protection():
     with pytest.raises(TypeError, match='protection'):
         MODELS.build(dict(type='KeyProtectedEncoderDecoder', **small_segmentor()))
+
+
+# -------------------------------------------------------------- depth estimator
+def small_depth_estimator(key, **protection) -> dict:
+    """mmseg's DepthEstimator with a narrow ResNet-18 and VPD's depth head (no Stable Diffusion)."""
+    from mmengine.config import ConfigDict
+    return dict(
+        type='KeyProtectedDepthEstimator',
+        data_preprocessor=dict(type='SegDataPreProcessor', mean=[127.5] * 3, std=[127.5] * 3,
+                               size=(64, 64)),
+        backbone=small_resnet(base_channels=16),
+        decode_head=dict(type='VPDDepthHead', in_channels=[16, 32, 64, 128], embed_dim=16,
+                         feature_dim=128, num_deconv_filters=(16, 16, 16), max_depth=10),
+        test_cfg=ConfigDict(mode='whole'),
+        protection=dict(key=key, points='auto', encrypt_weights=True, **protection))
+
+
+def predicted_depth(model, inputs: Tensor) -> Tensor:
+    from mmseg.structures import SegDataSample
+    size = tuple(inputs.shape[-2:])
+    samples = [SegDataSample(metainfo=dict(img_shape=size, ori_shape=size, pad_shape=size))
+               for _ in inputs]
+    with torch.no_grad():
+        return torch.stack([r.pred_depth_map.data for r in model.predict(inputs, samples)])
+
+
+def test_depth_estimator_auto_points_conditions_and_sealed_weights(key, other_key):
+    from mmseg_keyprotect.checkpoint import EncryptedWeightsError
+    from mmseg_keyprotect.models.weight_encryption import sealed_state_dict
+    from mmseg_keyprotect.protection import KeyCondition, Protection
+    torch.manual_seed(0)
+    model = MODELS.build(small_depth_estimator(key)).eval()
+    protection = Protection.of(model)
+    # every backbone stage the head reads, and the input of its one-channel depth layer
+    assert protection.points == [f'backbone.layer{i}:output' for i in range(1, 5)] + \
+        ['decode_head.depth_pred_layer.2:input']
+    inputs = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    outputs = {}
+    for name, condition in (('correct', KeyCondition.correct()),
+                            ('plain', KeyCondition.plain()),
+                            ('incorrect', KeyCondition.incorrect(other_key))):
+        with protection.applied(condition):
+            outputs[name] = predicted_depth(model, inputs)
+    assert outputs['correct'].shape == (2, 1, 64, 64)
+    assert not torch.allclose(outputs['correct'], outputs['plain'])
+    assert not torch.allclose(outputs['correct'], outputs['incorrect'])
+    state = sealed_state_dict(model)
+    weight = 'decode_head.depth_pred_layer.2.weight'
+    assert not torch.equal(state[weight], model.get_parameter(weight))  # encrypted
+    torch.manual_seed(1)
+    fresh = MODELS.build(small_depth_estimator(key)).eval()
+    fresh.load_state_dict(state)
+    assert torch.equal(predicted_depth(fresh, inputs), outputs['correct'])
+    stranger = MODELS.build(small_depth_estimator(other_key)).eval()
+    with pytest.raises(EncryptedWeightsError, match='encrypted with the key of fingerprint'):
+        stranger.load_state_dict(state)

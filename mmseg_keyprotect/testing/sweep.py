@@ -61,7 +61,8 @@ from ..config_tree import walk_config
 __all__ = [
     'FAMILIES', 'NEEDS_EXTRA', 'EXTRA_INSTALL', 'DEPTH_RATIO', 'FamilyResult', 'missing_extra',
     'mmseg_config_dir', 'list_families', 'protected_child_config', 'shrink_config',
-    'family_config', 'predict_logits', 'changed_pixels', 'changed_depth', 'check_family',
+    'family_config', 'predict_logits', 'changed_pixels', 'changed_depth', 'run_test_loop',
+    'check_family',
     'reload_checkpoints', 'run_sweep', 'markdown_table', 'parse_table'
 ]
 
@@ -488,7 +489,21 @@ def _test_data(model: nn.Module, data_root: Path, size: int) -> Tuple[dict, dict
             dict(type='DepthMetric', min_depth_eval=0.001, max_depth_eval=10.0))
 
 
-def _run_test_loop(model: nn.Module, data_root: Path, work_dir: Path, size: int) -> None:
+def run_test_loop(model: nn.Module, data_root: Path, work_dir: Path,
+                  size: int = DEFAULT_SIZE) -> Dict[str, Any]:
+    """Run ``KeyConditionTestLoop`` (correct, plain, one incorrect key) with mmengine's Runner.
+
+    Args:
+        model: a built protected model.
+        data_root: a synthetic VOC dataset (:func:`~mmseg_keyprotect.datasets.make_synthetic_voc`)
+            for a segmentor; a depth estimator gets a synthetic NYU-layout set made in
+            ``data_root``'s parent folder (``data_nyu``) and mmseg's ``DepthMetric``.
+        work_dir: the runner's work_dir (``key_conditions.json`` is written there).
+        size: images are resized to ``size`` x ``size``.
+
+    Returns:
+        dict: the loop's flat metrics (``correct/mIoU``, ``plain/rmse``, ...).
+    """
     from mmengine.runner import Runner
     dataset, evaluator = _test_data(model, data_root, size)
     runner = Runner(
@@ -503,7 +518,7 @@ def _run_test_loop(model: nn.Module, data_root: Path, work_dir: Path, size: int)
         default_scope='mmseg',
         default_hooks=dict(logger=dict(type='LoggerHook', interval=1)),
         log_level='WARNING')
-    runner.test()
+    return runner.test()
 
 
 def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
@@ -591,7 +606,7 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
         _check_gradients(model, size)
         if test_loop:
             stage = 'test loop'
-            _run_test_loop(model, data_root, folder / 'test', size)
+            run_test_loop(model, data_root, folder / 'test', size)
         result.status = 'ok'
     except Exception as error:  # noqa: BLE001 - every failure is a row of the table
         result.stage, result.reason = stage, _one_line(error)

@@ -38,10 +38,12 @@ setup(
         'tests': ['pytest>=7', 'pytest-timeout', 'matplotlib'],
         # the packages the model families import that the default install lacks
         # (Mask2Former and MaskFormer: mmdet; ConvNeXt and PoolFormer: mmpretrain; VPD: what
-        # Stable Diffusion's `ldm` imports, which stable-diffusion-sdkit==2.1.5 provides and
-        # `make sweep` installs with --no-deps: its own pins, e.g. pytorch-lightning 1.4.2 and
-        # opencv-python 4.6, do not work with torch 2.13 and numpy 2; transformers 4.x
-        # because mmpretrain's BLIP imports fail on 5.x); make sweep installs them
+        # Stable Diffusion's `ldm` imports). `ldm` itself comes from stable-diffusion-sdkit
+        # 2.1.5, which `make sweep` installs with --no-deps: it pins 2022 versions
+        # (pytorch-lightning 1.4.2, opencv-python 4.6.0.66, torchmetrics 0.6.0, ...) that pip
+        # would put over this venv's. pytorch-lightning 1.9.5 still has the
+        # `pytorch_lightning.utilities.distributed` that `ldm` imports; transformers 4.x because
+        # mmpretrain's BLIP module fails to import with 5.x
         'families': ['mmdet==3.3.0', 'mmpretrain==1.2.0', 'pytorch-lightning==1.9.5',
                      'omegaconf==2.4.0', 'transformers==4.33.2', 'open-clip-torch==3.3.0',
                      'einops'],

@@ -3,7 +3,9 @@
 #   make test      run the test suite (installs first if needed)
 #   make test-unit only tests/unit (no Runner, no tool runs; about 2 minutes on 2 cores)
 #   make demo      generate the synthetic dataset, train and evaluate under key conditions
-#   make sweep     regenerate docs/architectures.md in .venv-families (the families extra: mmdet, mmpretrain)
+#   make sweep     regenerate docs/architectures.md in .venv-families (the families extra: mmdet,
+#                  mmpretrain, Stable Diffusion's ldm); make sweep FAMILIES="san vpd" regenerates
+#                  only those rows
 #   make reproduce DATA=data/stanford_background [JOBS=2]
 #                  the papers' comparisons on real photographs (docs/stanford_background.md);
 #                  prepare DATA first: python tools/prepare_stanford_background.py SOURCE
@@ -61,25 +63,31 @@ benchmark: install
 # mmpretrain, a torchvision built for the installed torch. PyPI's torchvision does not import
 # beside the CPU-only torch wheel `make install` may take from a local wheel directory
 # ("operator torchvision::nms does not exist"), so the sweep gets a venv of its own with the
-# registry's torch and torchvision of the same versions (a CUDA build; it runs on the CPU).
+# registry's torch and torchvision of the same versions (a CUDA build; it runs on the CPU, with
+# the CPU build of mmcv's ops for that torch version), and Stable Diffusion's `ldm` for VPD.
 FAMILIES_VENV ?= .venv-families
 FAMILIES_TORCH_SPEC ?= torch==2.13.0 torchvision==0.28.0
 # pip without config files or local wheel directories, so that it takes the registry's torch build
 FAMILIES_PIP_ENV ?= PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS=
 FAMILIES_PY := $(FAMILIES_VENV)/bin/python
 FAMILIES_STAMP := $(FAMILIES_VENV)/.installed
+# Stable Diffusion's `ldm` package (VPD), without its pins (see setup.py's families extra)
+SDKIT_SPEC ?= stable-diffusion-sdkit==2.1.5
+# families to sweep, e.g. FAMILIES="san vpd": only their rows of docs/architectures.md change
+FAMILIES ?=
 
 $(FAMILIES_STAMP): setup.py
 	$(PYTHON) -m venv $(FAMILIES_VENV)
 	$(FAMILIES_PY) -m pip install --upgrade pip 'setuptools>=77,<81' wheel ninja
 	$(FAMILIES_PIP_ENV) $(FAMILIES_PY) -m pip install $(FAMILIES_TORCH_SPEC)
-	bash tools/install_mmcv.sh $(FAMILIES_PY) $(MMCV_VERSION) $(WHEEL_CACHE)
+	bash tools/install_mmcv.sh $(FAMILIES_PY) $(MMCV_VERSION) $(WHEEL_CACHE) cpu
 	$(FAMILIES_PY) -m pip install -e '.[tests,families]'
-	$(FAMILIES_PY) -c "import torch, mmcv.ops, mmdet.models, mmpretrain.models; print('families venv: torch', torch.__version__, 'mmcv', mmcv.__version__)"
+	$(FAMILIES_PY) -m pip install --no-deps '$(SDKIT_SPEC)'
+	$(FAMILIES_PY) -c "import torch, mmcv.ops, mmdet.models, mmpretrain.models, ldm.models.diffusion.ddpm; print('families venv: torch', torch.__version__, 'mmcv', mmcv.__version__)"
 	touch $(FAMILIES_STAMP)
 
 sweep: $(FAMILIES_STAMP)  # regenerate docs/architectures.md (every mmseg model family, points='auto')
-	$(FAMILIES_PY) tools/dev/sweep_families.py
+	$(FAMILIES_PY) tools/dev/sweep_families.py $(if $(strip $(FAMILIES)),--update $(FAMILIES))
 
 clean:
 	rm -rf $(VENV) $(FAMILIES_VENV) work_dirs data/synthetic_voc

@@ -36,9 +36,17 @@ setup(
     ],
     extras_require={
         'tests': ['pytest>=7', 'pytest-timeout', 'matplotlib'],
-        # the OpenMMLab packages five of mmseg's model families import (Mask2Former and
-        # MaskFormer: mmdet; ConvNeXt and PoolFormer: mmpretrain); make sweep installs them
-        'families': ['mmdet==3.3.0', 'mmpretrain==1.2.0'],
+        # the packages the model families import that the default install lacks
+        # (Mask2Former and MaskFormer: mmdet; ConvNeXt and PoolFormer: mmpretrain; VPD: what
+        # Stable Diffusion's `ldm` imports). `ldm` itself comes from stable-diffusion-sdkit
+        # 2.1.5, which `make sweep` installs with --no-deps: it pins 2022 versions
+        # (pytorch-lightning 1.4.2, opencv-python 4.6.0.66, torchmetrics 0.6.0, ...) that pip
+        # would put over this venv's. pytorch-lightning 1.9.5 still has the
+        # `pytorch_lightning.utilities.distributed` that `ldm` imports; transformers 4.x because
+        # mmpretrain's BLIP module fails to import with 5.x
+        'families': ['mmdet==3.3.0', 'mmpretrain==1.2.0', 'pytorch-lightning==1.9.5',
+                     'omegaconf==2.4.0', 'transformers==4.33.2', 'open-clip-torch==3.3.0',
+                     'einops'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',

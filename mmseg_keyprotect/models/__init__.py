@@ -5,7 +5,7 @@ from .data_preprocessor import BlockCipherSegDataPreProcessor
 from .permutation import ChannelPermutation, channel_permutation_index
 from .points import PointPermutation, PointSpec, attach_permutations
 from .protected import (ChannelPermutationNeck, KeyProtectedCascadeEncoderDecoder,
-                        KeyProtectedEncoderDecoder, KeyProtectedMultimodalEncoderDecoder,
+                        KeyProtectedDepthEstimator, KeyProtectedEncoderDecoder, KeyProtectedMultimodalEncoderDecoder,
                         KeyProtectedSegmentorMixin, build_key_protected_backbone,
                         build_key_protected_head)
 
@@ -15,6 +15,6 @@ __all__ = [
     'ChannelPermutation', 'channel_permutation_index', 'PointSpec', 'PointPermutation',
     'attach_permutations', 'KeyProtectedSegmentorMixin', 'KeyProtectedEncoderDecoder',
     'KeyProtectedCascadeEncoderDecoder', 'KeyProtectedMultimodalEncoderDecoder',
-    'build_key_protected_backbone',
+    'KeyProtectedDepthEstimator', 'build_key_protected_backbone',
     'build_key_protected_head', 'ChannelPermutationNeck'
 ]

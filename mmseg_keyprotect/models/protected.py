@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, Mapping, Sequence, Tuple, Union
 
-from mmseg.models.segmentors import (CascadeEncoderDecoder, EncoderDecoder,
+from mmseg.models.segmentors import (CascadeEncoderDecoder, DepthEstimator, EncoderDecoder,
                                      MultimodalEncoderDecoder)
 from mmseg.registry import MODELS
 from torch import Tensor, nn
@@ -46,7 +46,7 @@ from .weight_encryption import attach_weight_encryption, checkpoints_sealed
 __all__ = [
     'KeyProtectedSegmentorMixin', 'KeyProtectedEncoderDecoder',
     'KeyProtectedCascadeEncoderDecoder', 'KeyProtectedMultimodalEncoderDecoder',
-    'build_key_protected_backbone',
+    'KeyProtectedDepthEstimator', 'build_key_protected_backbone',
     'build_key_protected_head', 'ChannelPermutationNeck'
 ]
 
@@ -171,6 +171,22 @@ class KeyProtectedMultimodalEncoderDecoder(KeyProtectedSegmentorMixin, Multimoda
     Args:
         protection (dict): ``dict(key=KEY_SOURCE, points=[...])``.
         **kwargs: the arguments of ``MultimodalEncoderDecoder``.
+    """
+
+
+@MODELS.register_module()
+@keyed_type(ProtectedSegmentor(plain='DepthEstimator'))
+class KeyProtectedDepthEstimator(KeyProtectedSegmentorMixin, DepthEstimator):
+    """mmseg's ``DepthEstimator`` (VPD) with keyed channel permutations at named points.
+
+    It predicts a depth map (``pred_depth_map``) instead of class scores;
+    ``points='auto'`` places points at the backbone outputs the depth head reads
+    and at the input of the head's last layer (the one with one output channel).
+    The key-condition loops report mmseg's ``DepthMetric`` per condition.
+
+    Args:
+        protection (dict): ``dict(key=KEY_SOURCE, points=[...])``.
+        **kwargs: the arguments of ``DepthEstimator``.
     """
 
 

@@ -25,12 +25,14 @@ loads it with mmengine's ``Config.fromfile``, shrinks it for a CPU
 and measures how strongly each family is protected: the fraction of pixels
 whose predicted class under the plain and an incorrect key differs from the
 correct key's, on a fixed input (:attr:`FamilyResult.changed_plain`,
-:attr:`FamilyResult.changed_incorrect`).
+:attr:`FamilyResult.changed_incorrect`); for a depth estimator (VPD), whose
+depth differs by a factor of :data:`DEPTH_RATIO` or more (:func:`changed_depth`).
 
 A family that fails stays in the results with the stage and the error. A
-family whose config imports an OpenMMLab package of the ``families`` extra
-(``pip install -e '.[families]'``: mmdet, mmpretrain) that is not installed is
-not built: its status is :data:`NEEDS_EXTRA`.
+family whose config imports a package of the ``families`` extra
+(``pip install -e '.[families]'``: mmdet, mmpretrain; and Stable Diffusion's
+``ldm``, :data:`EXTRA_INSTALL`) that is not installed is not built: its status
+is :data:`NEEDS_EXTRA`.
 :func:`markdown_table` renders ``docs/architectures.md``; the command line is
 ``tools/dev/sweep_families.py``.
 """
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -46,7 +49,7 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
@@ -56,9 +59,11 @@ from torch import Tensor, nn
 from ..config_tree import walk_config
 
 __all__ = [
-    'FAMILIES', 'NEEDS_EXTRA', 'FamilyResult', 'missing_extra', 'mmseg_config_dir', 'list_families', 'protected_child_config',
-    'shrink_config', 'family_config', 'predict_logits', 'check_family', 'reload_checkpoints',
-    'run_sweep', 'markdown_table'
+    'FAMILIES', 'NEEDS_EXTRA', 'EXTRA_INSTALL', 'DEPTH_RATIO', 'FamilyResult', 'missing_extra',
+    'mmseg_config_dir', 'list_families', 'protected_child_config', 'shrink_config',
+    'family_config', 'predict_logits', 'changed_pixels', 'changed_depth', 'run_test_loop',
+    'check_family',
+    'reload_checkpoints', 'run_sweep', 'markdown_table', 'parse_table'
 ]
 
 #: Input side (pixels) of the sweep's square inputs.
@@ -81,6 +86,43 @@ NEEDS_EXTRA = 'needs the families extra'
 
 _MMDET = ('mmdet', )
 _MMPRETRAIN = ('mmpretrain', )
+#: Stable Diffusion's ``ldm`` (the package stable-diffusion-sdkit installs), for VPD
+_LDM = ('ldm', )
+#: How a package of the extra that ``pip install -e '.[families]'`` does not bring is installed.
+EXTRA_INSTALL = {'ldm': 'pip install --no-deps stable-diffusion-sdkit==2.1.5'}
+_SD = 'model.backbone.diffusion_cfg.'
+# VPD with Stable Diffusion's UNet and autoencoder narrower (320 -> 32 and 128 -> 32 channels,
+# the head's widths with them), no SD checkpoint (None: nothing is downloaded), the input not
+# padded to 512
+_VPD_SMALL = {
+    _SD + 'checkpoint': None,
+    _SD + 'params.unet_config.params.model_channels': 32,
+    _SD + 'params.unet_config.params.num_heads': 2,
+    _SD + 'params.unet_config.params.context_dim': 64,
+    _SD + 'params.first_stage_config.params.ddconfig.ch': 32,
+    _SD + 'params.first_stage_config.params.ddconfig.num_res_blocks': 1,
+    'model.backbone.pad_shape': DEFAULT_SIZE,
+    'model.decode_head.in_channels': [32, 64, 128, 128],
+    'model.decode_head.embed_dim': 16, 'model.decode_head.feature_dim': 128,
+    'model.decode_head.fmap_border': 0,  # the border of the 480 -> 512 padding
+}
+#: NYU's 27 scene classes, as ``NYUDataset`` numbers them
+_NYU_CLASSES = 27
+
+
+def _vpd_class_embeddings(folder: Path) -> str:
+    """Random stand-ins for VPD's CLIP embeddings of the NYU class names (a download).
+
+    27 x 64 (the narrowed UNet's ``context_dim``), seeded, written once to
+    ``folder/class_embeddings.pth``; VPD keeps them as a buffer, so the
+    checkpoint carries them.
+    """
+    path = folder / 'class_embeddings.pth'
+    if not path.exists():
+        generator = torch.Generator().manual_seed(0)
+        torch.save(torch.randn(_NYU_CLASSES, 64, generator=generator), path)
+    return str(path)
+
 
 #: family -> ``config`` (file in ``mmseg/.mim/configs/<family>/``), optional
 #: ``overrides`` (dotted config keys merged after :func:`shrink_config`; only
@@ -88,8 +130,10 @@ _MMPRETRAIN = ('mmpretrain', )
 #: input side, when the default is too small for the model), optional ``extra``
 #: (the packages of the ``families`` extra its config imports), optional
 #: ``init_normal`` (parameter -> std of a normal initialisation, for parameters a model
-#: leaves uninitialised for its pretrained weights) and optional ``needs`` (what the family needs that this project cannot
-#: provide; shown when it fails).
+#: leaves uninitialised for its pretrained weights), optional ``files`` (dotted config key ->
+#: a function that writes a local stand-in for a file the config downloads into the
+#: family's folder and returns its path) and optional ``needs`` (what the family needs that
+#: this project cannot provide; shown when it fails).
 FAMILIES: Dict[str, Dict[str, Any]] = {
     'ann': {'config': 'ann_r50-d8_4xb4-80k_ade20k-512x512.py'},
     'apcnet': {'config': 'apcnet_r50-d8_4xb4-80k_ade20k-512x512.py'},
@@ -161,16 +205,17 @@ FAMILIES: Dict[str, Dict[str, Any]] = {
     'unet': {'config': 'unet-s5-d16_fcn_4xb4-40k_drive-64x64.py'},
     'upernet': {'config': 'upernet_r18_4xb4-80k_ade20k-512x512.py'},
     'vit': {'config': 'vit_deit-s16_upernet_8xb2-80k_ade20k-512x512.py', 'overrides': _VIT_4},
-    'vpd': {'config': 'vpd_sd_4xb8-25k_nyu-480x480.py',
-            # a depth estimator (NYU depth), not a segmentor
-            'needs': "Stable Diffusion's `ldm` package (not on PyPI) and weights (a download), "
-                     'and a protected DepthEstimator'},
+    # a depth estimator (NYU depth), not a segmentor
+    'vpd': {'config': 'vpd_sd_4xb8-25k_nyu-480x480.py', 'overrides': _VPD_SMALL,
+            'files': {'model.backbone.class_embed_path': _vpd_class_embeddings},
+            'extra': _LDM},
 }
 
 _PROTECTED_TYPES = {
     'EncoderDecoder': 'KeyProtectedEncoderDecoder',
     'CascadeEncoderDecoder': 'KeyProtectedCascadeEncoderDecoder',
     'MultimodalEncoderDecoder': 'KeyProtectedMultimodalEncoderDecoder',
+    'DepthEstimator': 'KeyProtectedDepthEstimator',
 }
 _CHILD_CONFIG = """_base_ = ['mmseg::{family}/{config}']
 model = dict(type='{segmentor}', protection=dict(key=dict(file={key_file!r}), points='auto', encrypt_weights=True))
@@ -188,7 +233,8 @@ class FamilyResult:
             package of the ``families`` extra is not installed, else ``'failed'``.
         points: the names of the points ``'auto'`` chose.
         changed_plain: the fraction of pixels whose predicted class without a
-            key differs from the correct key's (fixed input; None if not measured).
+            key differs from the correct key's (fixed input; None if not measured);
+            for a depth estimator, whose depth differs by :data:`DEPTH_RATIO` or more.
         changed_incorrect: the same for an incorrect key.
         stage: the check that failed (``'config'``, ``'build'``, ``'conditions'``,
             ``'gradients'``, ``'test loop'``, ``'checkpoint'``, ``'reload'``).
@@ -270,10 +316,15 @@ def shrink_config(cfg: Config, size: int = DEFAULT_SIZE,
 
 
 def family_config(folder: Path, size: int = DEFAULT_SIZE) -> Config:
-    """The shrunk config of a family folder made by :func:`check_family` (``protected.py``)."""
+    """The shrunk config of a family folder made by :func:`check_family` (``protected.py``).
+
+    The entry's ``files`` are written into ``folder`` (once) and their paths set.
+    """
     entry = FAMILIES[folder.name]
     cfg = Config.fromfile(str(folder / 'protected.py'))
-    return shrink_config(cfg, entry.get('size', size), entry.get('overrides'))
+    shrink_config(cfg, entry.get('size', size), entry.get('overrides'))
+    cfg.merge_from_dict({key: make(folder) for key, make in entry.get('files', {}).items()})
+    return cfg
 
 
 def _num_classes(model: nn.Module) -> int:
@@ -293,6 +344,7 @@ def _data_samples(batch: int, size: int, num_classes: int, seed: int) -> List[An
         labels = torch.randint(0, min(num_classes, 4), (1, size, size), generator=generator)
         sample.gt_sem_seg = PixelData(data=labels)
         sample.gt_edge_map = PixelData(data=(labels > 0).long())  # PIDNet's boundary loss
+        sample.gt_depth_map = PixelData(data=1 + labels.float())  # depth estimators, in metres
         samples.append(sample)
     return samples
 
@@ -303,6 +355,8 @@ def _inputs(size: int, batch: int = 2, seed: int = 0) -> Tensor:
 
 def predict_logits(model: nn.Module, inputs: Tensor) -> Tensor:
     """The segmentation logits ``model.predict`` gives for ``inputs`` (stacked, float).
+
+    For a depth estimator, the depth maps (``pred_depth_map``, one channel).
 
     ``predict`` is the inference path every segmentor implements (cascades and
     heads with extra outputs included), unlike ``mode='tensor'``. It runs with
@@ -317,7 +371,8 @@ def predict_logits(model: nn.Module, inputs: Tensor) -> Tensor:
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         results = model.predict(inputs, samples)
-    return torch.stack([r.seg_logits.data.float() for r in results])
+    return torch.stack([(r.seg_logits if 'seg_logits' in r else r.pred_depth_map).data.float()
+                        for r in results])
 
 
 def _outputs_under_conditions(model: nn.Module, inputs: Tensor) -> List[Tensor]:
@@ -335,6 +390,29 @@ def _outputs_under_conditions(model: nn.Module, inputs: Tensor) -> List[Tensor]:
 def changed_pixels(reference: Tensor, other: Tensor) -> float:
     """The fraction of pixels whose predicted class (argmax over dim 1) differs, rounded."""
     return round((reference.argmax(1) != other.argmax(1)).float().mean().item(), 4)
+
+
+#: A depth differs when one is this many times the other: the threshold of the
+#: ``d1`` accuracy of mmseg's ``DepthMetric`` (``max(d / d', d' / d) < 1.25``).
+DEPTH_RATIO = 1.25
+
+
+def changed_depth(reference: Tensor, other: Tensor, ratio: float = DEPTH_RATIO) -> float:
+    """The fraction of pixels whose depth differs from ``reference``'s by ``ratio`` or more, rounded.
+
+    A pixel is unchanged when it would count as accurate in ``DepthMetric``'s
+    ``d1`` with ``reference`` as the ground truth. Depths are positive
+    (``VPDDepthHead`` ends with a sigmoid times ``max_depth``); a depth of 0 is
+    taken as the smallest positive float.
+    """
+    tiny = torch.finfo(reference.dtype).tiny
+    a, b = reference.clamp_min(tiny), other.clamp_min(tiny)
+    return round((torch.maximum(a / b, b / a) >= ratio).float().mean().item(), 4)
+
+
+def _is_depth(model: nn.Module) -> bool:
+    from mmseg.models.segmentors import DepthEstimator
+    return isinstance(model, DepthEstimator)
 
 
 def calibrate_norms(model: nn.Module, inputs: Tensor) -> None:
@@ -388,25 +466,59 @@ def _check_gradients(model: nn.Module, size: int) -> None:
         raise AssertionError(f'no gradient reaches {missing}')
 
 
-def _run_test_loop(model: nn.Module, data_root: Path, work_dir: Path, size: int) -> None:
+def _test_data(model: nn.Module, data_root: Path, size: int) -> Tuple[dict, dict]:
+    """The test dataset and evaluator: the synthetic VOC set and ``IoUMetric``, or for a
+    depth estimator the synthetic NYU set (made next to ``data_root``) and ``DepthMetric``."""
+    resize = dict(type='Resize', scale=(size, size), keep_ratio=False)
+    if not _is_depth(model):
+        pipeline = [dict(type='LoadImageFromFile'), resize, dict(type='LoadAnnotations'),
+                    dict(type='PackSegInputs')]
+        return (dict(type='SyntheticVOCDataset', data_root=str(data_root),
+                     ann_file='ImageSets/Segmentation/val.txt', pipeline=pipeline),
+                dict(type='IoUMetric', iou_metrics=['mIoU']))
+    from ..datasets import make_synthetic_nyu
+    nyu_root = make_synthetic_nyu(data_root.parent / 'data_nyu', 1, (size, size))
+    pipeline = [dict(type='LoadImageFromFile'), resize,
+                dict(type='LoadDepthAnnotation', depth_rescale_factor=1e-3),
+                dict(type='PackSegInputs', meta_keys=('img_path', 'depth_map_path', 'ori_shape',
+                                                      'img_shape', 'pad_shape', 'scale_factor',
+                                                      'flip', 'flip_direction', 'category_id'))]
+    return (dict(type='NYUDataset', data_root=str(nyu_root), test_mode=True,
+                 data_prefix=dict(img_path='images/test', depth_map_path='annotations/test'),
+                 pipeline=pipeline),
+            dict(type='DepthMetric', min_depth_eval=0.001, max_depth_eval=10.0))
+
+
+def run_test_loop(model: nn.Module, data_root: Path, work_dir: Path,
+                  size: int = DEFAULT_SIZE) -> Dict[str, Any]:
+    """Run ``KeyConditionTestLoop`` (correct, plain, one incorrect key) with mmengine's Runner.
+
+    Args:
+        model: a built protected model.
+        data_root: a synthetic VOC dataset (:func:`~mmseg_keyprotect.datasets.make_synthetic_voc`)
+            for a segmentor; a depth estimator gets a synthetic NYU-layout set made in
+            ``data_root``'s parent folder (``data_nyu``) and mmseg's ``DepthMetric``.
+        work_dir: the runner's work_dir (``key_conditions.json`` is written there).
+        size: images are resized to ``size`` x ``size``.
+
+    Returns:
+        dict: the loop's flat metrics (``correct/mIoU``, ``plain/rmse``, ...).
+    """
     from mmengine.runner import Runner
-    pipeline = [dict(type='LoadImageFromFile'),
-                dict(type='Resize', scale=(size, size), keep_ratio=False),
-                dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
+    dataset, evaluator = _test_data(model, data_root, size)
     runner = Runner(
         model=model,
         work_dir=str(work_dir),
         experiment_name=f'sweep_{work_dir.name}',
         test_dataloader=dict(
             batch_size=1, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
-            dataset=dict(type='SyntheticVOCDataset', data_root=str(data_root),
-                         ann_file='ImageSets/Segmentation/val.txt', pipeline=pipeline)),
+            dataset=dataset),
         test_cfg=dict(type='KeyConditionTestLoop', incorrect=1, seed=0),
-        test_evaluator=dict(type='IoUMetric', iou_metrics=['mIoU']),
+        test_evaluator=evaluator,
         default_scope='mmseg',
         default_hooks=dict(logger=dict(type='LoggerHook', interval=1)),
         log_level='WARNING')
-    runner.test()
+    return runner.test()
 
 
 def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
@@ -444,8 +556,10 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
     missing = missing_extra(family)
     if missing:
         result.status, result.stage = NEEDS_EXTRA, 'config'
-        result.reason = (f"{', '.join(missing)} not installed: pip install -e '.[families]' "
-                         '(or make sweep)')
+        commands = ["pip install -e '.[families]'"] + [
+            EXTRA_INSTALL[name] for name in missing if name in EXTRA_INSTALL]
+        result.reason = f"{', '.join(missing)} not installed: {' and '.join(commands)} " \
+            '(or make sweep)'
         return result
     start = time.perf_counter()
     folder = work_dir / family
@@ -480,8 +594,9 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
                 raise AssertionError(f'correct-key and {name} outputs are the same')
         if torch.allclose(plain, incorrect):
             raise AssertionError('plain and incorrect-key outputs are the same')
-        result.changed_plain = changed_pixels(correct, plain)
-        result.changed_incorrect = changed_pixels(correct, incorrect)
+        changed = changed_depth if _is_depth(model) else changed_pixels
+        result.changed_plain = changed(correct, plain)
+        result.changed_incorrect = changed(correct, incorrect)
         stage = 'checkpoint'
         save_checkpoint({'meta': {'key_protection': Protection.of(model).describe()},
                          'state_dict': weights_to_cpu(sealed_state_dict(model))},
@@ -491,7 +606,7 @@ def check_family(family: str, work_dir: Path, key_file: Path, data_root: Path,
         _check_gradients(model, size)
         if test_loop:
             stage = 'test loop'
-            _run_test_loop(model, data_root, folder / 'test', size)
+            run_test_loop(model, data_root, folder / 'test', size)
         result.status = 'ok'
     except Exception as error:  # noqa: BLE001 - every failure is a row of the table
         result.stage, result.reason = stage, _one_line(error)
@@ -597,6 +712,31 @@ TABLE_COLUMNS = ('family', 'config (`mmseg::family/...`)', "points chosen by `po
 
 def _percent(value: Optional[float]) -> str:
     return '-' if value is None else f'{100 * value:.1f} %'
+
+
+def _fraction(cell: str) -> Optional[float]:
+    return None if cell == '-' else round(float(cell.rstrip(' %')) / 100, 4)
+
+
+def parse_table(text: str) -> List[FamilyResult]:
+    """The family rows of a table :func:`markdown_table` wrote, as results (``seconds`` 0).
+
+    Rendering the parsed results again gives the same rows.
+    """
+    results = []
+    for line in text.splitlines():
+        if not line.startswith('| '):
+            continue
+        cells = [c.strip() for c in re.split(r'(?<!\\)\|', line.strip().strip('|'))]
+        if len(cells) != len(TABLE_COLUMNS) or cells[0] == TABLE_COLUMNS[0]:
+            continue
+        family, config, points, plain, incorrect, status, reason = cells
+        stage, why = reason.replace('\\|', '|').split(': ', 1) if reason != '-' \
+            else (None, None)
+        results.append(FamilyResult(family, config.strip('`'), status,
+                                    re.findall(r'`([^`]+)`', points), _fraction(plain),
+                                    _fraction(incorrect), stage, why))
+    return results
 
 
 def markdown_table(results: Sequence[FamilyResult], header: str = '') -> str:

@@ -19,9 +19,9 @@ from tests.unit.testing.test_sweep import doc_figures, doc_rows
 
 #: Families swept in CI: one of each kind of point placement (ResNet stages with an
 #: auxiliary head, token features, HRNet's list outputs in a cascade, ViT, heads with several
-#: outputs, a small real-time net), two families of the families extra (run where it is
-#: installed: mask heads from mmdet, a backbone from mmpretrain) and one that fails for a
-#: stated need. The other families are slow tests.
+#: outputs, a small real-time net) and three families of the families extra (run where it is
+#: installed: mask heads from mmdet, a backbone from mmpretrain, VPD's depth estimator on
+#: Stable Diffusion's `ldm`). The other families are slow tests.
 CI_FAMILIES = ['fcn', 'segformer', 'ocrnet', 'vit', 'danet', 'mobilenet_v2', 'mask2former',
                'convnext', 'vpd']
 SLOW_FAMILIES = [f for f in list_families() if f not in CI_FAMILIES]

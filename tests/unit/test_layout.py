@@ -2,7 +2,8 @@
 
 A unit test file is ``tests/unit/<path>/test_<name>.py`` for the module or package
 ``mmseg_keyprotect/<path>/<name>`` (``tests/unit/tools/test_<name>.py`` for
-``tools/<name>.py``), or one of the few files listed in :data:`CROSS_CUTTING`.
+``tools/<name>.py``, ``tests/unit/tools/dev/`` for ``tools/dev/``), or one of the few
+files listed in :data:`CROSS_CUTTING`.
 What runs through mmengine's Runner, mmseg's tools or another process is in tests/e2e/.
 """
 from __future__ import annotations
@@ -63,8 +64,8 @@ def mirrored(rel: str) -> bool:
     """Whether ``tests/unit/<rel>`` names a module or package it tests."""
     *folders, file = Path(rel).parts
     name = file[len('test_'):-len('.py')]
-    if folders == ['tools']:
-        return (REPO / 'tools' / f'{name}.py').is_file()
+    if folders[:1] == ['tools']:  # tools/ and tools/dev/
+        return REPO.joinpath(*folders, f'{name}.py').is_file()
     where = PACKAGE.joinpath(*folders, name)
     return where.with_suffix('.py').is_file() or (where / '__init__.py').is_file()
 

@@ -19,6 +19,9 @@ The block ciphers are the project's own (:mod:`~mmseg_keyprotect.transforms.bloc
 ``P`` and ``t`` are read off the cipher by encrypting probe images, so the
 block flattening order (row, column, channel) and the key derivation are the
 cipher's by construction. A cipher that is not affine per block (FFX) is refused.
+Block scrambling (``'BlockScramble'``, optionally followed by SHF or NP) also
+permutes the position embedding and attaches the key-derived unscrambling of
+the backbone's outputs (:mod:`.scramble`).
 
 Which backbones qualify: those whose input layer is such a convolution
 (mmseg's ``VisionTransformer`` (SETR, Segmenter, DPT, ViT-UPerNet), ``BEiT``,

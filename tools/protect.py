@@ -3,7 +3,7 @@
 Usage:
     python tools/protect.py CONFIG CHECKPOINT --key KEYFILE --out DIR
         [--method {permutation,patch-embedding}] [--points auto | PATH:input ...]
-        [--cipher {BlockShuffle,BlockNegPos}]
+        [--cipher {BlockShuffle,BlockNegPos,BlockScramble,BlockScramble+BlockShuffle,...}]
     python tools/protect.py rekey CONFIG CHECKPOINT --key OLDKEY --new-key NEWKEY --out DIR
 
 Writes DIR/protected_config.py (inherits CONFIG, names the key by its file) and
@@ -23,6 +23,7 @@ import mmseg_keyprotect  # noqa: F401  (registers components)
 import mmseg_keyprotect.compat  # noqa: F401  (weights-only loaders)
 from mmseg_keyprotect.apis import protect_model, rekey_model
 from mmseg_keyprotect.evaluation import markdown_table
+from mmseg_keyprotect.posthoc.patch_embedding import CIPHERS
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -52,9 +53,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--key', required=True, help='the key file (tools/keygen.py)')
     parser.add_argument('--method', choices=('permutation', 'patch-embedding'),
                         default='permutation')
-    parser.add_argument('--cipher', choices=('BlockShuffle', 'BlockNegPos'),
-                        default='BlockShuffle',
-                        help='patch-embedding: the block cipher (block size = patch size)')
+    parser.add_argument('--cipher', choices=CIPHERS, default='BlockShuffle',
+                        help='patch-embedding: the block cipher (block size = patch size); '
+                             'BlockScramble[+X] also moves whole blocks (mmseg '
+                             "VisionTransformer, mode='whole' at its img_size)")
     parser.add_argument('--points', nargs='+', default=['auto'],
                         help="permutation points: 'auto', a preset or module paths "
                              "('decode_head.conv_seg:input')")

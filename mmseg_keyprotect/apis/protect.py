@@ -170,8 +170,12 @@ def protect_checkpoint(config: Union[str, Path], checkpoint: str, key_file: Unio
         incorrect: the number of incorrect keys of that test.
         seed: the seed of the incorrect keys.
         device: where the model runs.
-        cipher: the block cipher of ``'patch-embedding'`` (``'BlockShuffle'`` or
-            ``'BlockNegPos'``, block size = patch size, in the data preprocessor).
+        cipher: the block cipher of ``'patch-embedding'`` (block size = patch
+            size, in the data preprocessor): ``'BlockShuffle'``, ``'BlockNegPos'``,
+            ``'BlockScramble'`` or ``'BlockScramble+BlockShuffle'`` /
+            ``'BlockScramble+BlockNegPos'`` (blocks also change places; mmseg
+            ``VisionTransformer`` only, ``whole`` inference at its ``img_size``;
+            the model then needs the key to put its outputs back in place).
         input_size: ``(H, W)`` of the random checks (default: the training crop).
         atol: the largest output difference accepted.
 
@@ -208,7 +212,8 @@ def protect_checkpoint(config: Union[str, Path], checkpoint: str, key_file: Unio
         state_dict, names, refused = transformed.state_dict, transformed.points, []
         overrides = dict(model=dict(type=_PROTECTED_TYPES[model_type],
                                     protection=dict(key=source, points=[],
-                                                    encrypt_weights=True),
+                                                    encrypt_weights=True,
+                                                    **transformed.protection),
                                     **transformed.model_overrides(source)))
     seconds['transform'] = time.perf_counter() - start
     overrides.update(custom_imports=CUSTOM_IMPORTS, runner_type='KeyProtectedRunner',

@@ -27,11 +27,16 @@ from mmengine.config import Config, ConfigDict
 
 from ..protection import Protection, RemovedProtection
 from .stolen_files import momentum_init
+from .weight_matching import matched_init
 
-__all__ = ['AttackSpec', 'RemovedProtection', 'attack_runner_config', 'ATTACK_KINDS', 'INITS']
+__all__ = ['AttackSpec', 'RemovedProtection', 'attack_runner_config', 'ATTACK_KINDS', 'INITS',
+           'FIXED_INIT']
 
 #: Attacks on a stolen model, plus the reference of training from scratch.
-ATTACK_KINDS = ('scratch', 'finetune', 'head_only', 'adapter', 'sinkhorn')
+#: ``weight_matching`` needs the public checkpoint the victim was fine-tuned from.
+ATTACK_KINDS = ('scratch', 'finetune', 'head_only', 'adapter', 'sinkhorn', 'weight_matching')
+#: Attacks whose weights start from the stolen ones as given (no ``momentum`` init).
+FIXED_INIT = ('scratch', 'weight_matching')
 #: Where an attack's weights start (ignored by ``scratch``).
 INITS = ('checkpoint', 'momentum')
 
@@ -52,6 +57,9 @@ class AttackSpec:
         init: where the attacked weights start: ``'checkpoint'`` (the stolen
             weights) or ``'momentum'`` (the optimizer state of a stolen
             ``iter_*.pth``, :func:`~.stolen_files.momentum_init`).
+        reference: ``weight_matching``: the public checkpoint the victim was
+            fine-tuned from (:func:`~.weight_matching.matched_init`); the
+            matched weights are then fine-tuned with the budget.
     """
 
     kind: str
@@ -63,6 +71,7 @@ class AttackSpec:
     sinkhorn: Dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     init: str = 'checkpoint'
+    reference: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -73,6 +82,13 @@ class AttackSpec:
             raise ValueError(f'fraction must be in (0, 1], got {self.fraction!r}')
         if self.budget < 1:
             raise ValueError(f'budget must be >= 1 iteration, got {self.budget!r}')
+        if self.kind == 'weight_matching' and not self.reference:
+            raise ValueError("weight_matching needs the public checkpoint the victim was "
+                             "fine-tuned from: victim=dict(..., reference='public.pth') in the "
+                             'attack config')
+        if self.kind in FIXED_INIT and self.init != 'checkpoint':
+            raise ValueError(f"{self.kind} starts from its own weights: init must be "
+                             f"'checkpoint', got {self.init!r}")
         if self.kind == 'head_only' and not self.head_modules:
             raise ValueError('head_only needs head_modules: the module paths right after '
                              "the protected points, e.g. ['decode_head.conv_seg']")
@@ -107,6 +123,14 @@ def stolen_points(points: List[Any], checkpoint: Optional[str]) -> List[Any]:
     return list(dict.fromkeys(recorded)) or list(points)
 
 
+def _write_init(work_dir: str, name: str, state_dict: Dict[str, torch.Tensor]) -> str:
+    """Save the attack's initial weights under ``work_dir`` for mmengine's ``load_from``."""
+    init_file = Path(work_dir) / name
+    init_file.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({'state_dict': state_dict}, init_file)
+    return str(init_file)
+
+
 def attack_runner_config(victim: Config, checkpoint: Optional[str], spec: AttackSpec,
                          work_dir: str, train_size: int) -> 'tuple[Config, RemovedProtection]':
     """The mmengine runner config of one attack.
@@ -139,11 +163,12 @@ def attack_runner_config(victim: Config, checkpoint: Optional[str], spec: Attack
     cfg.model = ConfigDict(type='AttackedSegmentor', segmentor=cfg.model, adapters=adapters,
                            trainable=trainable)
     cfg.load_from = None if spec.kind == 'scratch' else checkpoint
-    if spec.kind != 'scratch' and spec.init == 'momentum':
-        init_file = Path(work_dir) / 'momentum_init.pth'
-        init_file.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({'state_dict': momentum_init(cfg.model.segmentor, checkpoint)}, init_file)
-        cfg.load_from = str(init_file)
+    if spec.kind == 'weight_matching':
+        cfg.load_from = _write_init(work_dir, 'matched_init.pth',
+                                    matched_init(checkpoint, spec.reference))
+    elif spec.kind != 'scratch' and spec.init == 'momentum':
+        cfg.load_from = _write_init(work_dir, 'momentum_init.pth',
+                                    momentum_init(cfg.model.segmentor, checkpoint))
     cfg.resume = False
     cfg.work_dir = work_dir
     train = cfg.train_dataloader

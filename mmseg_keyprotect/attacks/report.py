@@ -19,6 +19,13 @@ __all__ = ['read_results', 'read_references', 'report_table', 'budget_table',
 
 #: The attacks compared with training from scratch.
 ATTACKS = ['finetune', 'head_only', 'adapter', 'sinkhorn']
+#: Attacks shown only when the results have them (they need more than the stolen files).
+OPTIONAL_ATTACKS = ['weight_matching']
+
+
+def attack_kinds(rows: List[Dict[str, Any]]) -> List[str]:
+    """The attack columns: :data:`ATTACKS`, then the optional ones the rows have."""
+    return ATTACKS + [k for k in OPTIONAL_ATTACKS if any(r['kind'] == k for r in rows)]
 
 
 def read_results(paths: List[str]) -> List[Dict[str, Any]]:
@@ -35,7 +42,7 @@ def read_results(paths: List[str]) -> List[Dict[str, Any]]:
 def report_table(rows: List[Dict[str, Any]], budget: int,
                  references: Dict[str, Dict[str, float]]) -> str:
     """Markdown: one row per (victim, fraction), one column per attack, at ``budget``."""
-    kinds = ATTACKS
+    kinds = attack_kinds(rows)
     header = ['victim', 'attacker data', 'correct key', 'plain'] + kinds + \
         ['scratch', 'best attack - scratch']
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * 2 + '---:|' * (len(header) - 2)]
@@ -55,6 +62,8 @@ def report_table(rows: List[Dict[str, Any]], budget: int,
             for kind in kinds:
                 row = by_kind.get(kind)
                 cell = fmt(row['mIoU']) if row else '-'
+                if row and row.get('matched_mIoU') is not None:
+                    cell += f" (matched: {fmt(row['matched_mIoU'])})"
                 if row and row.get('recovered'):
                     share = sum(row['recovered'].values()) / len(row['recovered'])
                     cell += f' ({share:.0%} ch.)'
@@ -108,7 +117,7 @@ def plot(rows: List[Dict[str, Any]], budget: int, references: Dict[str, Dict[str
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    kinds = ATTACKS
+    kinds = attack_kinds(rows)
     fractions = sorted({r['fraction'] for r in rows})
     victims = victims_of(rows, references)
     fig, axes = plt.subplots(1, len(fractions), figsize=(6 * len(fractions) + 1.5, 3.6),
@@ -121,7 +130,8 @@ def plot(rows: List[Dict[str, Any]], budget: int, references: Dict[str, Dict[str
                                                          r['budget']) == (v, kind, fraction,
                                                                           budget)), 0)
                       for v in victims]
-            ax.bar([i + (k - 1.5) * width for i in range(len(victims))], values, width,
+            ax.bar([i + (k - (len(kinds) - 1) / 2) * width for i in range(len(victims))],
+                   values, width,
                    label=kind.replace('_', '-'))
         scratch = next((r['mIoU'] for r in rows if (r['kind'], r['fraction'], r['budget']) ==
                         ('scratch', fraction, budget)), None)

@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from mmengine.config import Config
+from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from mmseg.registry import DATASETS, MODELS
 
@@ -32,6 +33,16 @@ def true_permutations(victim: Config) -> Dict[str, torch.Tensor]:
     return {part.purpose: part.index.cpu() for part in Protection.of(model).permutations}
 
 
+class _ValidateBeforeTraining(Hook):
+    """Validate the loaded weights once, before the first training iteration."""
+
+    def __init__(self) -> None:
+        self.metrics: Optional[Dict[str, float]] = None
+
+    def before_train(self, runner: Runner) -> None:
+        self.metrics = runner.val_loop.run()
+
+
 def _sinkhorn_modules(model: torch.nn.Module) -> List[Any]:
     return [(module.point_name, module.module) for module in getattr(model, ATTACK_ATTR, [])
             if isinstance(module.module, SinkhornPermutation)]
@@ -56,16 +67,22 @@ def run_attack(victim: Config,
         dict: ``kind``, ``fraction``, ``budget``, ``seed``, ``train_images``,
         ``mIoU``/``mAcc``/``aAcc`` (plain floats), ``seconds``; for ``sinkhorn``
         also ``soft_mIoU`` and ``recovered`` (share of channels whose rounded
-        permutation entry is right, per point) when ``truth`` is given.
+        permutation entry is right, per point) when ``truth`` is given; for
+        ``weight_matching`` also ``matched_mIoU`` (the matched weights before training).
     """
     cfg, _ = attack_runner_config(victim, checkpoint, spec, work_dir, dataset_size(victim))
     start = time.time()
     runner = Runner.from_cfg(cfg)
+    before = _ValidateBeforeTraining()
+    if spec.kind == 'weight_matching':
+        runner.register_hook(before, priority='LOWEST')
     runner.train()
     result: Dict[str, Any] = dict(
         kind=spec.kind, init=spec.init, fraction=spec.fraction, budget=spec.budget,
         seed=spec.seed,
         train_images=len(cfg.train_dataloader.dataset.indices))
+    if before.metrics is not None:  # the matched weights, before any training
+        result['matched_mIoU'] = float(before.metrics['mIoU'])
     model = runner.model
     sinkhorns = _sinkhorn_modules(model)
     if sinkhorns:

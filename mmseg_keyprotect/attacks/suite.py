@@ -1,6 +1,7 @@
 """The attack suite of ``tools/attack.py``: attack specs from an attack config, and runs.
 
-An attack config (``configs/attacks/``) names a victim (config, work_dir) and the
+An attack config (``configs/attacks/``) names a victim (config, work_dir; for
+``weight_matching`` also ``reference``, the public checkpoint it was fine-tuned from) and the
 attacks, data fractions, budgets and optimizers; :func:`run_suite` runs every
 attack not yet in the results file and appends one JSON line per attack.
 """
@@ -13,7 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 from mmengine.config import Config
 
 from ..checkpoint import find_checkpoint
-from .config import AttackSpec
+from .config import FIXED_INIT, AttackSpec
 from .runner import run_attack, true_permutations
 
 __all__ = ['stolen_checkpoint', 'attack_specs', 'finished_runs', 'run_suite']
@@ -52,8 +53,9 @@ def attack_specs(attack_cfg: Config, kinds: Optional[Sequence[str]] = None,
     budgets = budgets or attack_cfg.budgets
     inits = inits or attack_cfg.get('inits', ['checkpoint'])
     specs = []
-    # scratch starts from nothing stolen: one run, whatever the inits
-    pairs = [(k, i) for k in kinds for i in (inits if k != 'scratch' else ['checkpoint'])]
+    # scratch starts from nothing stolen, weight matching from the matched stolen weights:
+    # one run each, whatever the inits
+    pairs = [(k, i) for k in kinds for i in (inits if k not in FIXED_INIT else ['checkpoint'])]
     for kind, init in pairs:
         for fraction in fractions:
             for budget in budgets:
@@ -66,7 +68,7 @@ def attack_specs(attack_cfg: Config, kinds: Optional[Sequence[str]] = None,
                     param_scheduler=scheduler,
                     head_modules=list(attack_cfg.get('head_modules', [])),
                     sinkhorn=dict(attack_cfg.get('sinkhorn', {})), seed=attack_cfg.seed,
-                    init=init))
+                    init=init, reference=attack_cfg.victim.get('reference')))
     return specs
 
 

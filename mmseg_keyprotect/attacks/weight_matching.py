@@ -10,6 +10,11 @@ between slices), without the key and without data. How much this recovers depend
 far fine-tuning moved the weights from the reference; a model trained from scratch or
 from a private initialisation gives the attacker no reference.
 
+In the attack suite (``tools/attack.py run``) this is the ``weight_matching`` attack:
+:func:`matched_init` aligns the stolen checkpoint to the public one named by the attack
+config's ``victim['reference']``, the result is evaluated as it is (``matched_mIoU``), then
+fine-tuned on the attacker's data with the budget (``mIoU``).
+
 Example:
     >>> aligned = align_to_reference(stolen_state_dict, public_state_dict)  # doctest: +SKIP
     >>> model.load_state_dict(aligned)  # doctest: +SKIP
@@ -19,10 +24,17 @@ from __future__ import annotations
 from typing import Dict, Mapping
 
 import torch
+from mmengine.runner import CheckpointLoader
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-__all__ = ['match_channels', 'align_to_reference']
+from ..checkpoint import is_sealed
+
+__all__ = ['match_channels', 'align_to_reference', 'matched_init', 'REFERENCE_PREFIXES']
+
+#: Prefixes a public reference may lack: a backbone's pretrained weights name its tensors
+#: without the segmentor's ``backbone.``.
+REFERENCE_PREFIXES = ('', 'backbone.')
 
 
 def match_channels(stored: Tensor, reference: Tensor, dim: int) -> Tensor:
@@ -67,3 +79,40 @@ def align_to_reference(stored: Mapping[str, Tensor],
                 out = out.index_select(dim, torch.argsort(index))
         aligned[name] = out
     return aligned
+
+
+def _state_dict(path: str) -> Dict[str, Tensor]:
+    """The tensors of a checkpoint file (its ``state_dict``, ``module.`` stripped)."""
+    loaded = CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    state = loaded.get('state_dict', loaded) if isinstance(loaded, Mapping) else loaded
+    return {name[len('module.'):] if name.startswith('module.') else name: tensor
+            for name, tensor in state.items() if isinstance(tensor, Tensor)}
+
+
+def matched_init(checkpoint: str, reference: str) -> Dict[str, Tensor]:
+    """The stolen ``checkpoint``'s weights put back in the order of a public ``reference``.
+
+    Args:
+        checkpoint: the stolen checkpoint (weights stored in clear).
+        reference: the public checkpoint the victim was fine-tuned from: a whole
+            segmentor, or a backbone's pretrained weights (names without ``backbone.``).
+
+    Returns:
+        dict: a ``state_dict`` for the unprotected model.
+
+    Raises:
+        ValueError: the stolen weights are sealed, or the reference shares no
+            tensor with them.
+    """
+    stolen = _state_dict(checkpoint)
+    if is_sealed(stolen):
+        raise ValueError(f'{checkpoint}: its weights are sealed (AES-GCM ciphertext), so there is '
+                         'nothing to match; weight matching needs the stored weights in clear '
+                         '(a checkpoint written without encrypt_weights)')
+    public = _state_dict(reference)
+    for prefix in REFERENCE_PREFIXES:
+        named = {prefix + name: tensor for name, tensor in public.items()}
+        if set(named) & set(stolen):
+            return align_to_reference(stolen, named)
+    raise ValueError(f'{reference}: shares no tensor name with {checkpoint} (tried the '
+                     f'prefixes {list(REFERENCE_PREFIXES)}): not the reference of this model')

@@ -1,6 +1,7 @@
 """Model side: keyed channel permutations and wrappers (mmseg ``MODELS``)."""
 from .auto_points import PRESETS, resolve_points, trace_segmentor
 from .batched_ciphers import BatchedBlockCipher
+from .block_unscramble import BlockUnscramble, attach_block_unscramble
 from .data_preprocessor import BlockCipherSegDataPreProcessor
 from .permutation import ChannelPermutation, channel_permutation_index
 from .points import PointPermutation, PointSpec, attach_permutations
@@ -10,7 +11,8 @@ from .protected import (ChannelPermutationNeck, KeyProtectedCascadeEncoderDecode
                         build_key_protected_head)
 
 __all__ = [
-    'PRESETS', 'resolve_points', 'trace_segmentor', 'BatchedBlockCipher',
+    'PRESETS', 'resolve_points', 'trace_segmentor', 'BatchedBlockCipher', 'BlockUnscramble',
+    'attach_block_unscramble',
     'BlockCipherSegDataPreProcessor',
     'ChannelPermutation', 'channel_permutation_index', 'PointSpec', 'PointPermutation',
     'attach_permutations', 'KeyProtectedSegmentorMixin', 'KeyProtectedEncoderDecoder',

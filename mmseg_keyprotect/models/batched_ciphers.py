@@ -1,8 +1,8 @@
 """The block ciphers applied to a whole ``(N, C, H, W)`` batch in torch, on the batch's device.
 
 :class:`BatchedBlockCipher` wraps a pipeline cipher
-(:class:`~mmseg_keyprotect.transforms.BlockShuffle`, ``BlockNegPos`` or
-``BlockFFX``) and applies *its* tables: the gather index, XOR pattern or FFX
+(:class:`~mmseg_keyprotect.transforms.BlockShuffle`, ``BlockNegPos``,
+``BlockFFX`` or ``BlockScramble``) and applies *its* tables: the gather index, XOR pattern or FFX
 lookup that the numpy transform builds for a key and an ``(H, W, C)`` shape
 (:meth:`~mmseg_keyprotect.transforms.block_cipher.BlockCipher.tables`) is
 re-laid out once from HxWxC to CxHxW and moved to the batch's device, then
@@ -18,13 +18,14 @@ Example:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Hashable, Tuple
+from typing import Any, Callable, Dict, Hashable, Optional, Tuple
 
 import numpy as np
 import torch
 
 from ..keys import SecretKey
 from ..transforms.block_cipher import BlockCipher, BlockFFX, BlockNegPos, BlockShuffle
+from ..transforms.block_scramble import BlockScramble
 from ..transforms.blocks import Shape, check_block_shape
 
 __all__ = ['BatchedBlockCipher', 'hwc_to_chw_index']
@@ -99,12 +100,34 @@ def _ffx_apply(x: torch.Tensor, tables: Tuple[torch.Tensor, torch.Tensor]) -> to
     return table.index_select(0, index).reshape(x.shape)
 
 
+def _scramble_tables(cipher: BlockScramble, key: SecretKey, shape: Shape,
+                     device: torch.device) -> Tuple[torch.Tensor, Any, Any]:
+    # the scrambling is a gather index like SHF's; then the inner cipher's own kernel
+    index = _shf_tables(cipher, key, shape, device)
+    if cipher.inner is None:
+        return index, None, None
+    build, apply = _kernel(cipher.inner)
+    return index, apply, build(cipher.inner, key, shape, device)
+
+
+def _scramble_apply(x: torch.Tensor, tables: Tuple[torch.Tensor, Any, Any]) -> torch.Tensor:
+    index, inner_apply, inner_tables = tables
+    x = _shf_apply(x, index)
+    return x if inner_apply is None else inner_apply(x, inner_tables)
+
+
 # cipher class -> (build device tables, apply them to an (N, C, H, W) batch)
 _KERNELS: Dict[type, Tuple[Callable[..., Any], Callable[[torch.Tensor, Any], torch.Tensor]]] = {
     BlockShuffle: (_shf_tables, _shf_apply),
     BlockNegPos: (_np_tables, _np_apply),
     BlockFFX: (_ffx_tables, _ffx_apply),
+    BlockScramble: (_scramble_tables, _scramble_apply),
 }
+
+
+def _kernel(cipher: BlockCipher) -> Optional[Tuple[Callable[..., Any], Callable[..., Any]]]:
+    """The (build, apply) kernel of ``cipher``'s class, or None."""
+    return next((k for cls, k in _KERNELS.items() if isinstance(cipher, cls)), None)
 
 
 class BatchedBlockCipher:
@@ -120,7 +143,7 @@ class BatchedBlockCipher:
     """
 
     def __init__(self, cipher: BlockCipher) -> None:
-        kernel = next((k for cls, k in _KERNELS.items() if isinstance(cipher, cls)), None)
+        kernel = _kernel(cipher)
         if kernel is None:
             raise TypeError(f'no batched torch kernel for {type(cipher).__name__}; '
                             f'supported: {", ".join(c.__name__ for c in _KERNELS)}')

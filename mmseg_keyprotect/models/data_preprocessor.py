@@ -105,7 +105,7 @@ class BlockCipherSegDataPreProcessor(SegDataPreProcessor, ImageCipher):
             batched = BatchedBlockCipher(cipher)
         except TypeError:
             raise TypeError(f'{type(self).__name__}: cipher must be a block cipher config '
-                            f'(BlockShuffle, BlockNegPos, BlockFFX), got '
+                            f'(BlockShuffle, BlockNegPos, BlockFFX, BlockScramble), got '
                             f'{type(cipher).__name__}') from None
         _check_pad_sizes(type(self).__name__, {
             'size': size, 'size_divisor': size_divisor,

@@ -22,10 +22,11 @@ from typing import Any, Dict, Optional
 
 import torch
 from mmseg.registry import MODELS
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..keyed import FeaturePermutation
 from ..keys import KeySpec, SecretKey
+from .keyed_index import KeyedIndexModule
 
 __all__ = ['ChannelPermutation', 'channel_permutation_index']
 
@@ -45,7 +46,7 @@ def channel_permutation_index(key: SecretKey, purpose: str, num_channels: int) -
 
 
 @MODELS.register_module()
-class ChannelPermutation(nn.Module, FeaturePermutation):
+class ChannelPermutation(KeyedIndexModule, FeaturePermutation):
     """Permute the channel axis of a feature map with a secret key.
 
     ``out.select(channel_dim, i) == x.select(channel_dim, alpha[i])`` for every
@@ -70,8 +71,6 @@ class ChannelPermutation(nn.Module, FeaturePermutation):
             (an unset variable or missing file raises as in :func:`resolve_key`).
     """
 
-    index: Optional[Tensor]
-
     def __init__(self,
                  num_channels: Optional[int],
                  key: KeySpec,
@@ -88,9 +87,7 @@ class ChannelPermutation(nn.Module, FeaturePermutation):
         self.num_channels = num_channels
         self.purpose = purpose
         self.channel_dim = channel_dim
-        self.register_buffer('index', None, persistent=False)
-        self._init_key(key)
-        self._on_key_change()
+        self._init_index(key)
 
     def derived_tables(self, key: SecretKey) -> Optional[bytes]:
         """The permutation index ``key`` gives (``None`` until the channel count is known)."""
@@ -129,36 +126,15 @@ class ChannelPermutation(nn.Module, FeaturePermutation):
                              f'{dim}, got {channels} (input of shape {tuple(x.shape)})')
         return channels
 
-    def _on_key_change(self) -> None:
-        self._derive_index(None if self.index is None else self.index.device)
-
-    def _derive_index(self, device: Optional[torch.device]) -> None:
-        """Set the index for the active key on ``device`` (``None`` when plain or not sized).
-
-        Made outside inference mode even when called inside it (a key switch or
-        the first forward under ``torch.inference_mode()``), so a later forward
-        with autograd can save it for backward.
-        """
-        if self.active_key is None or self.num_channels is None:
-            self.index = None
-            return
-        with torch.inference_mode(False):
-            self.index = channel_permutation_index(self.active_key, self.purpose,
-                                                   self.num_channels).to(device)
+    def index_for(self, key: SecretKey) -> Optional[Tensor]:
+        """The permutation ``key`` gives (None until the channel count is known)."""
+        if self.num_channels is None:
+            return None
+        return channel_permutation_index(key, self.purpose, self.num_channels)
 
     def describe(self) -> Dict[str, Any]:
         """``{'type': CLASS NAME, 'point': PURPOSE, 'key': FINGERPRINT}``."""
         return {**super().describe(), 'point': self.purpose}
-
-    def __getstate__(self) -> Dict[str, Any]:
-        # The index is derived from the key: rebuild it where the module is unpickled.
-        state = self.__dict__.copy()
-        state['_buffers'] = {**state['_buffers'], 'index': None}
-        return state
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._on_key_change()
 
     def _name(self) -> str:
         return f'{type(self).__name__}({self.purpose!r})'

@@ -38,6 +38,7 @@ from ..keys import KeySpec, resolve_key
 from ..protection import (Protection, ProtectedBuilder, ProtectedSegmentor, Unsupported,
                           keyed_type)
 from .auto_points import resolve_points
+from .block_unscramble import attach_block_unscramble
 from .permutation import ChannelPermutation
 from .points import PointLike, attach_permutations
 from .save_guard import guard_parts
@@ -81,6 +82,11 @@ class KeyProtectedSegmentorMixin:
             ``points=[]`` is then allowed (weights encrypted, no permutation).
             ``allow_plaintext_weights=True`` lets such a model load unsealed
             weights (to start from an unencrypted model on purpose).
+            ``block_scramble=dict(block_size=PATCH, grid=(ROWS, COLS))`` puts
+            the backbone's outputs back in block order for a ViT transformed
+            for block-scrambled images
+            (:mod:`~mmseg_keyprotect.models.block_unscramble`); ``points=[]``
+            is then allowed.
     """
 
     def __init__(self, *args: Any, protection: Mapping[str, Any], **kwargs: Any) -> None:
@@ -97,7 +103,13 @@ class KeyProtectedSegmentorMixin:
         if allow_plaintext and not encrypt:
             raise ValueError('protection.allow_plaintext_weights=True only applies with '
                              'encrypt_weights=True')
-        if encrypt and not protection.get('points', True):
+        scramble = protection.pop('block_scramble', None)
+        if scramble is not None:
+            if not isinstance(scramble, Mapping) or set(scramble) != {'block_size', 'grid'}:
+                raise ValueError('protection.block_scramble must be dict(block_size=PATCH, '
+                                 f'grid=(ROWS, COLS)), got {scramble!r}')
+            attach_block_unscramble(self, protection.get('key'), **scramble)
+        if (encrypt or scramble is not None) and not protection.get('points', True):
             protection.pop('points')
         else:
             attach_permutations(self, **protection)

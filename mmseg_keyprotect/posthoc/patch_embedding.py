@@ -19,6 +19,9 @@ The block ciphers are the project's own (:mod:`~mmseg_keyprotect.transforms.bloc
 ``P`` and ``t`` are read off the cipher by encrypting probe images, so the
 block flattening order (row, column, channel) and the key derivation are the
 cipher's by construction. A cipher that is not affine per block (FFX) is refused.
+Block scrambling (``'BlockScramble'``, optionally followed by SHF or NP) also
+permutes the position embedding and attaches the key-derived unscrambling of
+the backbone's outputs (:mod:`.scramble`).
 
 Which backbones qualify: those whose input layer is such a convolution
 (mmseg's ``VisionTransformer`` (SETR, Segmenter, DPT, ViT-UPerNet), ``BEiT``,
@@ -29,7 +32,7 @@ reason when a model does not qualify (overlapping stems: ResNet, MiT, HRNet ...)
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -38,6 +41,9 @@ from mmseg.registry import TRANSFORMS
 from torch import Tensor, nn
 
 from ..keys import SecretKey
+from ..models.block_unscramble import attach_block_unscramble
+from .scramble import (POSITION_EMBEDDING, permute_position_embedding, refuse_scrambling,
+                       scramble_config, scrambling_grid)
 from .trace import record_ops
 from .absorb import DEFAULT_ATOL, max_output_difference
 from .segmentor import (forward_heads, image_channels, input_size_of, normalised,
@@ -47,8 +53,12 @@ __all__ = ['PatchEmbedding', 'PatchEmbeddingTransformed', 'find_patch_embedding'
            'cipher_affine', 'transform_patch_weights', 'transform_patch_embedding',
            'check_encrypted', 'CIPHERS']
 
-#: The ciphers the transformation accepts (affine per block).
-CIPHERS = ('BlockShuffle', 'BlockNegPos')
+#: The per-block ciphers the transformation accepts (affine per block).
+AFFINE_CIPHERS = ('BlockShuffle', 'BlockNegPos')
+#: The ciphers the transformation accepts: per-block, block scrambling (ViT only,
+#: :mod:`.scramble`), or block scrambling followed by a per-block cipher.
+CIPHERS = AFFINE_CIPHERS + ('BlockScramble', ) + tuple(f'BlockScramble+{c}'
+                                                       for c in AFFINE_CIPHERS)
 
 
 @dataclass
@@ -150,7 +160,8 @@ def cipher_affine(cipher: Any, patch: int, channels: int) -> Tuple[np.ndarray, n
     signed = (np.abs(matrix).sum(0) == 1).all() and (np.abs(matrix).sum(1) == 1).all()
     if not signed or not np.allclose(cipher.encrypt(sample).reshape(-1), expected):
         raise ValueError(f'{name} is not an affine permutation of each block (v -> +-v + c): '
-                         f'it cannot be moved into the patch embedding; use {" or ".join(CIPHERS)}')
+                         'it cannot be moved into the patch embedding; use '
+                         f'{" or ".join(AFFINE_CIPHERS)}')
     return matrix, shift
 
 
@@ -192,15 +203,18 @@ class PatchEmbeddingTransformed:
 
     Attributes:
         state_dict: every weight, the patch embedding transformed.
-        points: the transformed layer (its weight's name).
+        points: the transformed layers and parameters (their names).
         cipher: the cipher config without its key (``type``, ``block_size``).
         max_difference: the check's largest |output difference|.
+        protection: the fields the segmentor's ``protection`` gains (block
+            scrambling: ``block_scramble=dict(block_size, grid)``).
     """
 
     state_dict: Dict[str, Tensor]
     points: List[str]
     cipher: Dict[str, Any]
     max_difference: float
+    protection: Dict[str, Any] = field(default_factory=dict)
 
     def model_overrides(self, key_source: Mapping[str, Any]) -> Dict[str, Any]:
         """The ``model`` fields that add the cipher (in the data preprocessor)."""
@@ -218,9 +232,14 @@ def transform_patch_embedding(model: nn.Module, key: SecretKey, cfg: Any = None,
         model: the trained segmentor (left unchanged).
         key: the key of the cipher.
         cfg: unused; the normalisation is read from ``model.data_preprocessor``.
-        cipher: ``'BlockShuffle'`` or ``'BlockNegPos'``.
-        block_size: the cipher's block size; default the patch size.
-        input_size: ``(H, W)`` of the check; default the training crop.
+        cipher: one of :data:`CIPHERS`: ``'BlockShuffle'``, ``'BlockNegPos'``,
+            ``'BlockScramble'`` (blocks change places; the position embedding
+            is permuted to match, :mod:`.scramble`) or ``'BlockScramble+X'``
+            (scrambling, then ``X`` within each block).
+        block_size: the cipher's block size; default the patch size (block
+            scrambling needs the patch size).
+        input_size: ``(H, W)`` of the check; default the training crop (block
+            scrambling: the backbone's ``img_size``, the only size it is exact at).
         atol: the largest output difference accepted.
 
     Returns:
@@ -232,14 +251,44 @@ def transform_patch_embedding(model: nn.Module, key: SecretKey, cfg: Any = None,
     """
     if cipher not in CIPHERS:
         raise ValueError(f'cipher must be one of {CIPHERS}, got {cipher!r}')
+    scrambled = cipher.startswith('BlockScramble')
+    inner = cipher.partition('+')[2] if scrambled else cipher
+    if scrambled:
+        refuse_scrambling(model)
+        size = tuple(int(s) for s in model.backbone.img_size)
+        grid = scrambling_grid(model, find_patch_embedding(model, size).patch_size, input_size)
+        input_size = size
     embedding = find_patch_embedding(model, input_size)
-    sink = embedding.bias or _position_sink(model, embedding)
     block = block_size or embedding.patch_size
-    built = TRANSFORMS.build(dict(type=cipher, block_size=block, key=key))
-    pre = model.data_preprocessor
-    channels = image_channels(model)
-    matrix, shift = cipher_affine(built, embedding.patch_size, channels)
+    if scrambled and block != embedding.patch_size:
+        raise ValueError(f'block scrambling needs block size = patch size '
+                         f'{embedding.patch_size}, got {block}')
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    points = []
+    if inner:
+        _move_block_cipher(model, state, embedding, TRANSFORMS.build(
+            dict(type=inner, block_size=block, key=key)))
+        points.append(embedding.weight.rsplit('.', 1)[0])
+    if scrambled:
+        permute_position_embedding(state, key, block, grid)
+        points.append(POSITION_EMBEDDING)
+        cipher_cfg, protection = scramble_config(block, grid, inner or None)
+    else:
+        cipher_cfg, protection = dict(type=cipher, block_size=block), {}
+    built = TRANSFORMS.build(dict(cipher_cfg, key=key))
+    transformed = _copy_with(model, state)
+    if scrambled:
+        attach_block_unscramble(transformed, key, **protection['block_scramble'])
+    difference = check_encrypted(model, transformed, built, input_size, atol)
+    return PatchEmbeddingTransformed(state, points, cipher_cfg, difference, protection)
+
+
+def _move_block_cipher(model: nn.Module, state: Dict[str, Tensor], embedding: PatchEmbedding,
+                       built: Any) -> None:
+    """Transform the patch embedding in ``state`` (in place) for the per-block cipher ``built``."""
+    sink = embedding.bias or _position_sink(model, embedding)
+    pre = model.data_preprocessor
+    matrix, shift = cipher_affine(built, embedding.patch_size, image_channels(model))
     old_bias = state[embedding.bias] if embedding.bias else None
     weight, bias = transform_patch_weights(
         state[embedding.weight], old_bias, matrix, shift, pre.mean.flatten().tolist(),
@@ -250,10 +299,6 @@ def transform_patch_embedding(model: nn.Module, key: SecretKey, cfg: Any = None,
     else:  # the constant shift of every patch token goes into their position embeddings
         extra = 1 if getattr(model.backbone, 'cls_token', None) is not None else 0
         state[sink][:, extra:] += bias.to(state[sink].dtype)
-    transformed = _copy_with(model, state)
-    difference = check_encrypted(model, transformed, built, input_size, atol)
-    return PatchEmbeddingTransformed(state, [embedding.weight.rsplit('.', 1)[0]],
-                                     dict(type=cipher, block_size=block), difference)
 
 
 def _position_sink(model: nn.Module, embedding: PatchEmbedding) -> str:

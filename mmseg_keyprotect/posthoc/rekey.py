@@ -29,6 +29,9 @@ from .segmentor import probe_input
 
 __all__ = ['Rekeyed', 'rekey_permutations', 'refuse_block_ciphers', 'block_ciphers']
 
+#: Descriptor types of block scrambling (the cipher and the model's unscrambling).
+SCRAMBLING = ('BlockScramble', 'BlockUnscramble')
+
 
 @dataclass
 class Rekeyed:
@@ -58,11 +61,21 @@ def block_ciphers(protection: Protection) -> List[str]:
 
 
 def refuse_block_ciphers(protection: Protection, what: str) -> None:
-    """Raise if ``protection`` has a block cipher: rotating it needs retraining on a CNN.
+    """Raise if ``protection`` has a block cipher: rotating it needs retraining on a CNN
+    (block scrambling: protecting the original model again).
 
     Raises:
         ValueError: one line naming the cipher and why.
     """
+    scrambled = any(e['type'] in SCRAMBLING for e in protection.describe())
+    if protection.cfg is not None:
+        scrambled |= 'block_scramble' in ((protection.cfg.get('model') or {}).get('protection')
+                                          or {})
+    if scrambled:
+        raise ValueError(
+            f'{what}: cannot change the key of a block-scrambled model: its position and patch '
+            'embeddings are transformed for the old key; protect the original checkpoint '
+            'again with the new key (tools/protect.py --method patch-embedding)')
     ciphers = block_ciphers(protection)
     if ciphers:
         raise ValueError(

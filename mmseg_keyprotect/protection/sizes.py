@@ -1,4 +1,5 @@
-"""Block sizes against the image sizes of a config: the protection's early size check."""
+"""Block sizes against the image sizes of a config (and block scrambling against the model):
+the protection's early config check."""
 from __future__ import annotations
 
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
@@ -23,9 +24,13 @@ def check_sizes(cfg: Mapping[str, Any]) -> None:
     preprocessor sees the images after every pipeline transform, so every
     fixed size of every pipeline and the preprocessor's
     ``size``/``size_divisor`` (also in its ``test_cfg``) are checked against it.
+    A ``BlockScramble`` cipher also needs the model's ``protection.block_scramble``
+    (and ``whole`` inference): without it the labels would not line up with the
+    scrambled images.
 
     Raises:
-        ValueError: naming the offending size, where it is set, and the block size.
+        ValueError: naming the offending size, where it is set, and the block size
+            (or the missing unscrambling).
     """
     model = cfg.get('model') or {}
     preprocessor = model.get('data_preprocessor') or {}
@@ -43,6 +48,27 @@ def check_sizes(cfg: Mapping[str, Any]) -> None:
         else None
     if block_size is not None:
         _check_preprocessor(cfg, preprocessor, role, block_size, slide)
+    _check_scrambling(cfg, model, preprocessor, test_cfg)
+
+
+def _check_scrambling(cfg: Mapping[str, Any], model: Mapping[str, Any],
+                      preprocessor: Mapping[str, Any], test_cfg: Mapping[str, Any]) -> None:
+    """A block-scrambling cipher needs a model that puts its outputs back in block order
+    (``protection.block_scramble``, a ViT transformed by ``tools/protect.py``), and ``whole``
+    inference."""
+    steps = [step for _, _, pipeline in config_pipelines(cfg) for step in pipeline]
+    ciphers = [preprocessor.get('cipher')] + steps
+    scrambling = any(isinstance(c, Mapping) and c.get('type') == 'BlockScramble'
+                     for c in ciphers)
+    unscrambled = 'block_scramble' in (model.get('protection') or {})
+    if scrambling and not unscrambled:
+        raise ValueError(
+            'BlockScramble moves whole blocks but not the labels: it is only for a ViT '
+            'transformed with tools/protect.py --cipher BlockScramble..., whose '
+            'protection.block_scramble puts its outputs back in block order; this model has none')
+    if unscrambled and test_cfg.get('mode', 'whole') != 'whole':
+        raise ValueError(f"model.protection.block_scramble is exact only under mode='whole' "
+                         f"inference, got model.test_cfg mode={test_cfg.get('mode')!r}")
 
 
 def _sizes(value: Any) -> Tuple[int, ...]:

@@ -11,14 +11,15 @@ from mmseg_keyprotect.apis import init_protected_model, protect_model, rekey_mod
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.checkpoint import is_sealed
 from mmseg_keyprotect.apis.protect import compare_on_images
+from mmseg_keyprotect.protection import Protection
 
 from ..unit.posthoc.families import build_family, family_cfg
 
 
-def _plain_files(tmp_path: Path, family: str):
-    model = build_family(family)
+def _plain_files(tmp_path: Path, family: str, overrides=None):
+    model = build_family(family, overrides=overrides)
     config = tmp_path / f'{family}.py'
-    family_cfg(family).dump(str(config))
+    family_cfg(family, overrides=overrides).dump(str(config))
     checkpoint = tmp_path / f'{family}.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint)
     return model, config, checkpoint
@@ -42,6 +43,26 @@ def test_protected_files_reproduce_the_plain_model(tmp_path, family, method):
             assert not torch.equal(stored['state_dict'][name], tensor), name
     plain = init_protected_model(result.config, str(result.checkpoint), condition='plain')
     assert not compare_on_images(model, plain) <= 1e-3  # stored bits without the key: NaN
+
+
+def test_block_scrambled_vit_files_need_the_key_and_refuse_rekey(tmp_path):
+    model, config, checkpoint = _plain_files(tmp_path, 'vit', {'model.backbone.img_size': (64, 64)})
+    key = SecretKey.generate()
+    key_file = key.save(tmp_path / 'owner.key')
+    result = protect_model(config, str(checkpoint), key_file, tmp_path / 'out', 'patch-embedding',
+                           evaluate=False, cipher='BlockScramble+BlockShuffle')
+    assert result.max_difference <= 1e-4
+    assert result.points == ['backbone.patch_embed.projection', 'backbone.pos_embed']
+    text = result.config.read_text()
+    assert "'block_scramble': {'block_size': 16, 'grid': [4, 4]}" in text
+    assert key.export_hex() not in text
+    loaded = init_protected_model(result.config, str(result.checkpoint), key=key)
+    assert {'BlockScramble', 'BlockUnscramble'} <= {e['type'] for e in
+                                                    Protection.of(loaded).describe()}
+    new_key = SecretKey.generate().save(tmp_path / 'new.key')
+    with pytest.raises(ValueError, match='cannot change the key of a block-scrambled model'):
+        rekey_model(result.config, str(result.checkpoint), key_file, new_key, tmp_path / 'b',
+                    evaluate=False)
 
 
 @pytest.mark.slow

@@ -28,6 +28,8 @@ EXAMPLES = {
     'BlockShuffle': ('TRANSFORMS', dict(type='BlockShuffle', block_size=4, key=KEY)),
     'BlockNegPos': ('TRANSFORMS', dict(type='BlockNegPos', block_size=4, key=KEY)),
     'BlockFFX': ('TRANSFORMS', dict(type='BlockFFX', block_size=4, key=KEY)),
+    'BlockScramble': ('TRANSFORMS', dict(type='BlockScramble', block_size=4, key=KEY,
+                                         inner='BlockShuffle')),
     'ChannelPermutation': ('MODELS', dict(type='ChannelPermutation', num_channels=8, key=KEY,
                                           purpose='example')),
     'ChannelPermutationNeck': ('MODELS', dict(type='ChannelPermutationNeck',

@@ -20,9 +20,12 @@ optim_wrappers = dict(
     adapter=dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=0.01)),
     # Sinkhorn logits at the protected points, all else frozen; rounded to a permutation
     sinkhorn=dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=0.05)),
+    # weight matching (needs victim=dict(..., reference='public.pth')): the stolen weights
+    # aligned to the public ones they were fine-tuned from, then fine-tuned like `finetune`
+    weight_matching=dict(type='OptimWrapper', optimizer=dict(_sgd, lr=0.01)),
 )
 # `end` defaults to the budget.
 param_schedulers = dict(
     scratch=[dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, by_epoch=False)],
-    finetune=None, head_only=None, adapter=None, sinkhorn=None)
+    finetune=None, head_only=None, adapter=None, sinkhorn=None, weight_matching=None)
 sinkhorn = dict(tau=0.05, iterations=20)

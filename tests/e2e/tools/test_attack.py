@@ -75,3 +75,52 @@ def test_key_search_cli(stolen):
     assert report['seeds_tried'] == 3 and report['recovered'] is False  # 7361 not in 0..2
     assert report['keys_per_second'] > 0
     assert float(report['expected_years_for_256_bit_key']) > 1e50
+
+
+@pytest.mark.slow
+def test_weight_matching_attack_on_a_model_protected_after_training(tmp_path, tiny_run_overrides):
+    """A post-hoc protected model stored in clear (no encrypt_weights) and the public weights
+    it was 'fine-tuned' from (the same weights, 1 % drift): the suite's weight_matching row."""
+    import torch
+    from mmengine.config import Config
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    from mmseg_keyprotect.keys import SecretKey
+    from mmseg_keyprotect.posthoc import absorb_permutations
+
+    register_all_modules()
+    baseline = REPO / 'configs' / 'demo' / 'fcn_r18-d8_baseline_demo.py'
+    torch.manual_seed(0)
+    plain = MODELS.build(Config.fromfile(str(baseline)).model).eval()
+    key_file = SecretKey.generate().save(tmp_path / 'owner.key')
+    point = 'backbone.layer1:input'
+    absorbed = absorb_permutations(plain, [point], SecretKey.from_file(key_file))
+    torch.save({'state_dict': absorbed.state_dict, 'meta': {}}, tmp_path / 'stolen.pth')
+    generator = torch.Generator().manual_seed(1)
+    public = {n: t + 0.01 * t.float().std() * torch.randn(t.shape, generator=generator)
+              if t.is_floating_point() and t.numel() > 1 else t
+              for n, t in plain.state_dict().items()}
+    torch.save({'state_dict': public}, tmp_path / 'public.pth')
+    victim = tmp_path / 'victim.py'
+    victim.write_text(f"_base_ = ['{baseline}']\nmodel = dict(type='KeyProtectedEncoderDecoder', "
+                      f"protection=dict(key=dict(file='{key_file}'), points=['{point}']))\n")
+    attack_cfg = tmp_path / 'matching.py'
+    attack_cfg.write_text(
+        f"_base_ = ['{REPO}/configs/attacks/_base_/demo_attacks.py']\n"
+        f"victim = dict(config='{victim}', checkpoint='{tmp_path / 'stolen.pth'}', "
+        f"reference='{tmp_path / 'public.pth'}')\n"
+        "attacks = ['finetune', 'weight_matching']\nbudgets = [2]\nfractions = [0.25]\n")
+    out = tmp_path / 'results.jsonl'
+    data = [f'{loader}.dataset.data_root={tiny_run_overrides[f"{loader}.dataset.data_root"]}'
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    run([TOOL, 'run', attack_cfg, '--out', out, '--work-dir', tmp_path / 'attacks',
+         '--cfg-options', *data], tmp_path)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r['kind'] for r in rows] == ['finetune', 'weight_matching']
+    matching = rows[1]
+    assert 0 <= matching['matched_mIoU'] <= 100 and 0 <= matching['mIoU'] <= 100
+    assert (tmp_path / 'attacks' / 'matching' / 'weight_matching_f0.25_it2_s0' /
+            'matched_init.pth').is_file()
+    text = run([TOOL, 'report', out, '--budget', '2'], tmp_path)
+    assert 'weight_matching' in text and '(matched: ' in text

@@ -102,3 +102,56 @@ def test_block_cipher_rekey_is_refused_in_one_line(tmp_path: Path):
     assert len(lines) == 1 and 'BlockShuffle (block size 2)' in lines[0]
     assert 'without retraining' in lines[0]
     assert not (tmp_path / 'out').exists()
+
+
+# A tiny ViT (2 layers, 64 dims, 16x16 patches) at the generated data's 64x64: its img_size,
+# so block scrambling is exact (whole inference; the test pipeline keeps 64x64).
+_TINY_VIT = """
+model = dict(
+    _delete_=True, type='EncoderDecoder',
+    data_preprocessor=dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
+                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0,
+                           seg_pad_val=255, size=(64, 64)),
+    backbone=dict(type='VisionTransformer', img_size=(64, 64), patch_size=16, embed_dims=64,
+                  num_layers=2, num_heads=2, mlp_ratio=2, out_indices=(1, ), final_norm=True,
+                  with_cls_token=True),
+    decode_head=dict(type='FCNHead', in_channels=64, channels=32, num_convs=1, num_classes=6,
+                     in_index=0, concat_input=False, dropout_ratio=0.0,
+                     loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+    train_cfg=dict(), test_cfg=dict(mode='whole'))
+optim_wrapper = dict(_delete_=True, type='OptimWrapper',
+                     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.01))
+param_scheduler = []
+"""
+VIT_ITERS = 200
+
+
+@pytest.mark.slow
+def test_train_vit_protect_with_block_scrambling_test(tmp_path: Path):
+    """The spatial head (a 3x3 conv) sees the tokens back in place: correct = the plain mIoU."""
+    data_root = make_synthetic_voc(tmp_path / 'data', num_train=64, num_val=16, num_test=16,
+                                   seed=0)
+    config = _user_config(tmp_path, data_root)
+    config.write_text(config.read_text().replace(f'max_iters={ITERS}, val_interval={ITERS}',
+                                                 f'max_iters={VIT_ITERS}, val_interval='
+                                                 f'{VIT_ITERS}')
+                      .replace(f'interval={ITERS}', f'interval={VIT_ITERS}') + _TINY_VIT)
+    _run('tools/train.py', config, '--work-dir', tmp_path / 'train')
+    checkpoint = tmp_path / 'train' / f'iter_{VIT_ITERS}.pth'
+    key_file = SecretKey.generate().save(tmp_path / 'owner.key')
+    _run('tools/test.py', config, checkpoint, '--work-dir', tmp_path / 'plain_test')
+    plain = [json.loads(p.read_text()) for p in (tmp_path / 'plain_test').glob('*/*.json')]
+    plain_miou = plain[0]['correct/mIoU']
+
+    out = tmp_path / 'protected'
+    proc = _run('tools/protect.py', config, checkpoint, '--key', key_file, '--out', out,
+                '--method', 'patch-embedding', '--cipher', 'BlockScramble+BlockShuffle',
+                '--no-eval')
+    assert 'backbone.pos_embed' in proc.stdout
+    _run('tools/test.py', out / 'protected_config.py', out / 'protected.pth', '--work-dir',
+         tmp_path / 'protected_test', '--cfg-options', 'test_cfg.incorrect=5')
+    summary = _miou(tmp_path / 'protected_test')
+    assert summary['correct']['mIoU'] == pytest.approx(plain_miou, abs=0.011)
+    assert plain_miou > 25
+    assert summary['plain']['mIoU'] < plain_miou / 2
+    assert summary['incorrect']['mean']['mIoU'] < plain_miou / 2

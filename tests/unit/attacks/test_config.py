@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from mmengine.config import Config
+from mmseg.registry import MODELS
 
 from mmseg_keyprotect.attacks import AttackSpec, attack_runner_config
 from mmseg_keyprotect.attacks.config import subset_indices
@@ -123,3 +125,28 @@ def test_victim_without_best_checkpoint_falls_back_to_the_last(tmp_path):
     assert stolen_checkpoint(victim) == str(tmp_path / 'iter_10.pth')
     with pytest.raises(FileNotFoundError, match='train the victim first'):
         stolen_checkpoint(dict(config='victim.py', work_dir=str(tmp_path / 'none')))
+
+
+def test_weight_matching_needs_a_reference_and_starts_from_its_own_weights():
+    with pytest.raises(ValueError, match="weight_matching needs the public checkpoint"):
+        AttackSpec('weight_matching', 0.1, 10, SGD)
+    with pytest.raises(ValueError, match="weight_matching starts from its own weights"):
+        AttackSpec('weight_matching', 0.1, 10, SGD, init='momentum', reference='public.pth')
+
+
+def test_weight_matching_loads_the_matched_weights(tmp_path):
+    torch.manual_seed(0)
+    state = MODELS.build(load('fcn_r18-d8_baseline_demo.py').model).state_dict()
+    alpha = torch.randperm(32)
+    stolen = {**state, 'backbone.layer1.0.conv1.weight':
+              state['backbone.layer1.0.conv1.weight'][:, alpha]}
+    torch.save({'state_dict': stolen}, tmp_path / 'stolen.pth')
+    torch.save({'state_dict': state}, tmp_path / 'public.pth')
+    spec = AttackSpec('weight_matching', 0.1, 7, SGD, reference=str(tmp_path / 'public.pth'))
+    cfg, _ = attack_runner_config(load('fcn_r18-d8_perm-m6_demo.py'), str(tmp_path / 'stolen.pth'),
+                                  spec, str(tmp_path / 'w'), train_size=400)
+    assert cfg.load_from == str(tmp_path / 'w' / 'matched_init.pth')
+    assert cfg.model.trainable == 'all' and cfg.model.adapters is None
+    matched = torch.load(cfg.load_from)['state_dict']
+    assert torch.equal(matched['backbone.layer1.0.conv1.weight'],
+                       state['backbone.layer1.0.conv1.weight'])

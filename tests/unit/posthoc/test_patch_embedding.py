@@ -1,4 +1,5 @@
-"""Key-transformed patch embeddings: ViT (SETR/Segmenter/DPT/UPerNet), BEiT, MAE, Swin, Twins."""
+"""Key-transformed patch embeddings: ViT (SETR/Segmenter/DPT/UPerNet), BEiT, MAE, Swin, Twins;
+block scrambling on ViTs (and its refusals)."""
 from __future__ import annotations
 
 import re
@@ -11,6 +12,7 @@ from mmseg.registry import MODELS, TRANSFORMS
 from mmseg_keyprotect.posthoc.absorb import max_output_difference
 from mmseg_keyprotect.posthoc.patch_embedding import cipher_affine, transform_patch_embedding
 from mmseg_keyprotect.posthoc.segmentor import forward_heads, normalised, random_images
+from mmseg_keyprotect.protection import Protection
 
 from .families import build_family, family_cfg
 
@@ -98,3 +100,87 @@ def test_slide_inference_on_a_larger_image_is_exact(family, key):
         got = transformed.inference(normalised(plain, [cipher.encrypt(i) for i in images]),
                                     metas)
     assert (expected - got).abs().max() <= 1e-4
+
+
+# Block scrambling: the position embedding is permuted for the training grid, so the
+# backbone's img_size is the input size (64x64 here, a 4x4 grid of 16x16 patches).
+_AT_64 = {'model.backbone.img_size': (64, 64)}
+
+
+def _with_position_embedding(family):
+    """The plain model with a random position embedding, as training leaves it (mmseg builds
+    it as zeros, which no permutation changes)."""
+    plain = build_family(family, overrides=_AT_64)
+    with torch.no_grad():
+        plain.backbone.pos_embed.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
+    return plain
+
+
+def _scrambled_model(family, result, key, overrides=_AT_64):
+    """The model the protected config builds: the cipher in the preprocessor, the
+    unscrambling on the backbone's outputs, the transformed weights."""
+    cfg = family_cfg(family, overrides=overrides).model
+    cfg.update(type='KeyProtectedEncoderDecoder',
+               protection=dict(key=key, points=[], **result.protection),
+               data_preprocessor=dict(cfg.data_preprocessor,
+                                      type='BlockCipherSegDataPreProcessor',
+                                      cipher=dict(result.cipher, key=key)))
+    model = MODELS.build(cfg).eval()
+    model.load_state_dict(result.state_dict)
+    return model
+
+
+@pytest.mark.parametrize('family, cipher', [
+    ('vit', 'BlockScramble+BlockShuffle'), ('segmenter', 'BlockScramble'),
+    pytest.param('vit', 'BlockScramble+BlockNegPos', marks=pytest.mark.slow),
+    pytest.param('dpt', 'BlockScramble+BlockShuffle', marks=pytest.mark.slow),  # cls token out
+    pytest.param('setr', 'BlockScramble+BlockShuffle', marks=pytest.mark.slow),
+])
+def test_block_scrambled_model_equals_plain_model_under_the_key_only(family, cipher, key,
+                                                                     other_key):
+    plain = _with_position_embedding(family)
+    result = transform_patch_embedding(plain, key, cipher=cipher)
+    assert result.max_difference <= 1e-4 and 'backbone.pos_embed' in result.points
+    assert not torch.equal(result.state_dict['backbone.pos_embed'],
+                           plain.state_dict()['backbone.pos_embed'])
+    model = _scrambled_model(family, result, key)
+    protection = Protection.of(model)
+    assert {e['type'] for e in protection.describe()} == {'BlockScramble', 'BlockUnscramble'}
+    images = random_images(plain, count=2, seed=3)
+    with torch.no_grad():
+        expected = forward_heads(plain, normalised(plain, images))
+        outputs = {}
+        for condition in ('correct', 'plain', other_key):
+            with protection.applied(condition):
+                outputs[str(condition)] = forward_heads(model, normalised(model, images))
+    assert max_output_difference(expected, outputs['correct']) <= 1e-4
+    scale = max(float(t.abs().max()) for t in expected)
+    assert max_output_difference(expected, outputs['plain']) > 1e-2 * scale
+    assert max_output_difference(expected, outputs[str(other_key)]) > 1e-2 * scale
+
+
+@pytest.mark.parametrize('family, reason', [
+    ('swin', 'SwinTransformer: its attention is windowed'),
+    ('twins', 'PCPVT: its position encoding is a convolution over the token grid'),
+    ('beit', 'BEiT: its attention adds a relative position bias'),
+    pytest.param('mae', 'MAE: its attention adds a relative position bias',
+                 marks=pytest.mark.slow),
+])
+def test_block_scrambling_is_refused_in_one_line_where_it_cannot_be_exact(family, reason, key):
+    overrides = {} if family in ('swin', 'twins') else _AT_64
+    with pytest.raises(ValueError, match='^' + re.escape(reason)) as error:
+        transform_patch_embedding(build_family(family, overrides=overrides), key,
+                                  cipher='BlockScramble')
+    assert '\n' not in str(error.value) and 'cannot be kept exact' in str(error.value)
+
+
+def test_block_scrambling_refuses_slide_inference_and_other_sizes(key):
+    plain = build_family('vit', overrides=_AT_64)
+    with pytest.raises(ValueError, match=r'^VisionTransformer: block scrambling is exact only '
+                                         r'at .*64x64.*got input size 96x128$'):
+        transform_patch_embedding(plain, key, cipher='BlockScramble', input_size=(96, 128))
+    plain.test_cfg = type(plain.test_cfg)(mode='slide', crop_size=(64, 64), stride=(32, 32))
+    with pytest.raises(ValueError, match=r"^block scrambling is exact only under "
+                                         r"mode='whole'.*mode='slide'") as error:
+        transform_patch_embedding(plain, key, cipher='BlockScramble')
+    assert '\n' not in str(error.value)

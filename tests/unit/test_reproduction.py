@@ -133,7 +133,7 @@ def test_the_readme_headline_shows_its_rows_from_the_runs(tmp_path):
     _fake_run(run_dir(tmp_path, baseline, 1), 54.0, 0, [], [(250, 31.0)])
     _fake_run(run_dir(tmp_path, shf4, 0), 40.0, 30.0, [10.0, 20.0], [(250, 20.0)])
     table = headline_markdown(collect(tmp_path), {'mIoU': 5.0, 'mIoU_per_image': 20.0}, INFO)
-    assert 'seeds 0, 1;' in table and 'over 2 keys' in table and 'scores 20.0 / 5.0' in table
+    assert 'seeds 0, 1;' in table and '(2 keys per seed)' in table and 'scores 20.0 / 5.0' in table
     assert '| baseline (unprotected) | 53.0 [51.0, 55.0] / 52.0 [50.0, 54.0] | same model | — |' \
         in table
     assert '| SHF M=4 | 41.0 / 40.0 | 31.0 / 30.0 | 16.0 ± 5.0 / 15.0 ± 5.0 |' in table

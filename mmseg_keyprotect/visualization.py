@@ -101,7 +101,7 @@ def draw_conditions(cfg: Any, checkpoint: Optional[str], out: Path, num_samples:
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(', '.join(sorted({type(c).__name__ for c in protection.parts}))
+    fig.suptitle(', '.join(sorted({part['type'] for part in protection.describe()}))
                  or 'unprotected',
                  fontsize=10)
     fig.tight_layout()

@@ -91,10 +91,11 @@ def protect_trained(row: Row, seed: int, work_dir: Path, args: argparse.Namespac
         raise SystemExit(f'reproduce.py: error: {row.name}: {source} has not finished; run '
                          'its row first')
     checkpoint = find_checkpoint(source, 'best')
-    say(f'{_tag(row, seed)}protecting {Path(checkpoint).name} of {source} (no training)')
+    tag = _tag(row, seed)
+    say(f'{tag}protecting {Path(checkpoint).name} of {source} (no training)')
     cpu = run_streaming([sys.executable, 'tools/protect.py', row.config, checkpoint, '--key',
                          env['KP_KEY_FILE'], '--out', str(work_dir), '--no-eval'],
-                        work_dir / 'protect_stdout.log', PROGRESS, env, _tag(row, seed))
+                        work_dir / 'protect_stdout.log', PROGRESS, env, tag)
     return str(work_dir / 'protected_config.py'), cpu
 
 
@@ -134,7 +135,8 @@ def train_and_test(row: Row, seed: int, args: argparse.Namespace, env: Dict[str,
 def run_all(todo: List[Tuple[Row, int]], args: argparse.Namespace,
             env: Dict[str, str]) -> None:
     """Run ``todo`` with ``args.jobs`` runs at a time; a protected-after-training run
-    waits for the trained run it protects. The first failure stops the rest."""
+    waits for the trained run it protects. A failed run does not stop the others; once
+    all have ended, the first failure (in ``todo`` order) is raised."""
     trained: Dict[Tuple[str, int], Future] = {}
     every = []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:

@@ -27,10 +27,12 @@ from PIL import Image
 
 from .evaluation.metrics import image_miou, intersect_and_union
 
-__all__ = ['Row', 'ROWS', 'METRICS', 'HEADLINE', 'headline_markdown', 'run_dir', 'is_done', 'floor_scores',
+__all__ = ['Row', 'ROWS', 'config_name', 'short_name', 'METRICS', 'HEADLINE', 'headline_markdown', 'run_dir', 'is_done', 'floor_scores',
            'validation_curve', 'collect', 'results_markdown']
 
 CONFIG_DIR = 'configs/stanford_background'
+#: The parts of a row's config name: ``{MODEL}_{protection}_{SCHEDULE}_{INPUT}.py``.
+MODEL, SCHEDULE, INPUT = 'fcn_r18-d16', '6k', 'stanford-128x96'
 #: (metric key in the reports, label); the papers' numbers are per-image mean IoUs.
 METRICS = (('mIoU_per_image', 'mIoU per image (paper 2\'s metric)'),
            ('mIoU', 'mIoU pooled (mmseg)'))
@@ -67,9 +69,19 @@ class Row:
         return Path(self.config).stem + ('_protected' if self.after_training else '')
 
 
-def _config(protection: str) -> str:
+def config_name(protection: str) -> str:
+    """File name of a row's config (``protection`` '' for the baseline)."""
     middle = f'{protection}_' if protection else ''
-    return f'{CONFIG_DIR}/fcn_r18-d8_{middle}3k_stanford-128x96.py'
+    return f'{MODEL}_{middle}{SCHEDULE}_{INPUT}.py'
+
+
+def short_name(slug: str) -> str:
+    """A run folder's name without the model and input parts (``shf-b4_6k``)."""
+    return slug.replace(f'{MODEL}_', '').replace(f'_{INPUT}', '')
+
+
+def _config(protection: str) -> str:
+    return f'{CONFIG_DIR}/{config_name(protection)}'
 
 
 def _block_rows() -> List[Row]:

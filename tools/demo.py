@@ -81,14 +81,30 @@ def run_streaming(cmd: List[str], log_file: Path, show: re.Pattern, env: Dict[st
     return usage.ru_utime + usage.ru_stime
 
 
-def demo_env(key_file: Path, threads: int = 1) -> Dict[str, str]:
-    """Environment of the demo's subprocesses.
+def tool_env(key_file: Path, threads: int = 1,
+             variable: str = 'KP_DEMO_KEY_FILE') -> Dict[str, str]:
+    """Environment of the tools the demo (and ``tools/reproduce.py``) runs.
 
-    ``threads`` torch (OpenMP) threads per process, unless ``OMP_NUM_THREADS`` is
-    set; ``KP_DEMO_KEY_FILE`` is where the demo configs read the owner key.
+    ``threads`` torch (OpenMP) threads per process (``--threads``, replacing an
+    ``OMP_NUM_THREADS`` of the caller's environment); the environment variable
+    ``variable`` is where the configs read the owner key file (``KP_DEMO_KEY_FILE``
+    for configs/demo/, ``KP_KEY_FILE`` for the others).
     """
-    return {'OMP_NUM_THREADS': str(threads), **os.environ, 'PYTHONWARNINGS': 'ignore',
-            'KP_DEMO_KEY_FILE': str(key_file)}
+    return {**os.environ, 'OMP_NUM_THREADS': str(threads), 'PYTHONWARNINGS': 'ignore',
+            variable: str(key_file)}
+
+
+def protect_command(config: str, checkpoint: str, key_file: str, out: Path) -> List[str]:
+    """tools/protect.py protecting a trained ``checkpoint`` (``points='auto'``, sealed
+    weights), writing ``out/protected_config.py`` and ``out/protected.pth``; no test."""
+    return [sys.executable, 'tools/protect.py', str(config), str(checkpoint), '--key',
+            str(key_file), '--out', str(out), '--no-eval']
+
+
+def test_command(config: str, checkpoint: str, work_dir: Path, options: List[str]) -> List[str]:
+    """mmseg's tools/test.py (through the plugin's wrapper) with ``--cfg-options``."""
+    return [sys.executable, 'tools/test.py', str(config), str(checkpoint), '--work-dir',
+            str(work_dir), '--cfg-options', *options]
 
 
 def test_options(data_root: str) -> List[str]:
@@ -116,7 +132,7 @@ def short_schedule(max_iters: Optional[int]) -> List[str]:
 
 def train_and_test(name: str, config: str, out: Path, args: argparse.Namespace,
                    threads: int = 1) -> Dict:
-    env = demo_env(out / 'owner.key', threads)
+    env = tool_env(out / 'owner.key', threads)
     tag = f'[{slug(config).replace("fcn_r18-d8_", "").replace("_demo", "")}] '
     work_dir = out / slug(config)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -147,8 +163,7 @@ def test_key_conditions(name: str, config: str, checkpoint: Path, work_dir: Path
                         args: argparse.Namespace, env: Dict[str, str], tag: str) -> Dict:
     """mmseg's tools/test.py on the test split under key conditions; the summary."""
     test_opts = test_options(args.data_root) + [f'test_cfg.incorrect={args.incorrect}']
-    run_streaming([sys.executable, 'tools/test.py', config, str(checkpoint), '--work-dir',
-                   str(work_dir), '--cfg-options', *test_opts],
+    run_streaming(test_command(config, str(checkpoint), work_dir, test_opts),
                   work_dir / 'test_stdout.log', re.compile(r'^\|'), env, tag)
     return json.loads((work_dir / 'key_conditions.json').read_text())  # KeyConditionTestLoop's
 
@@ -156,14 +171,13 @@ def test_key_conditions(name: str, config: str, checkpoint: Path, work_dir: Path
 def protect_after_training(baseline: str, out: Path, args: argparse.Namespace,
                            threads: int = 1) -> Dict:
     """Protect the trained baseline with tools/protect.py (no training), then test it."""
-    env = demo_env(out / 'owner.key', threads)
+    env = tool_env(out / 'owner.key', threads)
     checkpoint = Path(find_checkpoint(out / slug(baseline), 'best'))
     work_dir = out / f'{slug(baseline)}_protected'
     say(f'\n[{POSTHOC}] protecting {checkpoint.name} with tools/protect.py (points=auto, '
         'weights sealed)')
     start = time.time()
-    run_streaming([sys.executable, 'tools/protect.py', baseline, str(checkpoint), '--key',
-                   str(out / 'owner.key'), '--out', str(work_dir), '--no-eval'],
+    run_streaming(protect_command(baseline, str(checkpoint), str(out / 'owner.key'), work_dir),
                   work_dir.with_suffix('.log'), re.compile(r'^(protected|wrote)'), env,
                   '[protect] ')
     say(f'[{POSTHOC}] protected in {time.time() - start:.0f} s; testing under key conditions')

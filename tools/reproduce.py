@@ -35,11 +35,11 @@ from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.reproduction import (ROWS, Row, collect, floor_scores, is_done,
                                            headline_markdown, missing_runs,
                                            results_markdown, run_dir,
-                                           select_rows)
+                                           select_rows, short_name)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import (PROGRESS, machine, run_streaming, say, short_schedule,  # noqa: E402
-                  threads_per_job)
+from demo import (PROGRESS, machine, protect_command, run_streaming, say,  # noqa: E402
+                  short_schedule, test_command, threads_per_job, tool_env)
 
 REPO = Path(__file__).resolve().parents[1]
 #: Rows drawn in the figure (the protected headline rows), two test images each.
@@ -55,14 +55,8 @@ def data_options(data: str) -> List[str]:
             for split in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
 
 
-def run_env(key_file: Path, threads: int) -> Dict[str, str]:
-    """Environment of the tools: ``threads`` torch threads, the configs' key file."""
-    return {**os.environ, 'OMP_NUM_THREADS': str(threads), 'PYTHONWARNINGS': 'ignore',
-            'KP_KEY_FILE': str(key_file)}
-
-
 def _tag(row: Row, seed: int) -> str:
-    return f'[{row.slug.replace("fcn_r18-d8_", "").replace("_stanford-128x96", "")} s{seed}] '
+    return f'[{short_name(row.slug)} s{seed}] '
 
 
 def train(row: Row, seed: int, work_dir: Path, args: argparse.Namespace,
@@ -93,8 +87,7 @@ def protect_trained(row: Row, seed: int, work_dir: Path, args: argparse.Namespac
     checkpoint = find_checkpoint(source, 'best')
     tag = _tag(row, seed)
     say(f'{tag}protecting {Path(checkpoint).name} of {source} (no training)')
-    cpu = run_streaming([sys.executable, 'tools/protect.py', row.config, checkpoint, '--key',
-                         env['KP_KEY_FILE'], '--out', str(work_dir), '--no-eval'],
+    cpu = run_streaming(protect_command(row.config, checkpoint, env['KP_KEY_FILE'], work_dir),
                         work_dir / 'protect_stdout.log', PROGRESS, env, tag)
     return str(work_dir / 'protected_config.py'), cpu
 
@@ -118,8 +111,7 @@ def train_and_test(row: Row, seed: int, args: argparse.Namespace, env: Dict[str,
         f'testing {Path(checkpoint).name} under correct / plain / {incorrect} incorrect keys')
     start = time.time()
     test_options = data_options(args.data) + [f'test_cfg.incorrect={incorrect}']
-    test_cpu = run_streaming([sys.executable, 'tools/test.py', config, checkpoint, '--work-dir',
-                              str(work_dir), '--cfg-options', *test_options],
+    test_cpu = run_streaming(test_command(config, checkpoint, work_dir, test_options),
                              work_dir / 'test_stdout.log', PROGRESS, env, tag)
     test_s = time.time() - start
     timing = {'train_s': round(train_s, 1), 'test_s': round(test_s, 1),
@@ -290,7 +282,7 @@ def main(argv=None) -> None:
     if args.jobs < 1:
         raise SystemExit(f'reproduce.py: error: --jobs {args.jobs}: must be at least 1')
     args.threads = args.threads or threads_per_job(args.jobs, os.cpu_count() or 1)
-    env = run_env(key_file.resolve(), args.threads)
+    env = tool_env(key_file.resolve(), args.threads, 'KP_KEY_FILE')
     info = machine()
     info['load_average_start'] = os.getloadavg()
     start = time.time()

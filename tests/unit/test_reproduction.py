@@ -122,7 +122,7 @@ def test_select_rows():
          'baseline protected after training (tools/protect.py, points=auto)']
     assert select_rows(None) == list(ROWS)
     assert [r.slug for r in select_rows(['_protected'])] == \
-        ['fcn_r18-d8_3k_stanford-128x96_protected']
+        ['fcn_r18-d16_6k_stanford-128x96_protected']
     with pytest.raises(ValueError, match="--rows 'shf-b3' matches no row"):
         select_rows(['shf-b3'])
 

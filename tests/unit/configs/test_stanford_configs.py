@@ -12,9 +12,11 @@ from typing import Any, Dict
 import pytest
 from mmengine.config import Config
 
+from mmseg_keyprotect.reproduction import INPUT, MODEL
+
 REPO = Path(__file__).resolve().parents[3]
 FOLDER = REPO / 'configs' / 'stanford_background'
-BASE = FOLDER / '_base_' / 'fcn_r18-d8_stanford-128x96.py'
+BASE = FOLDER / '_base_' / f'{MODEL}_{INPUT}.py'
 CONFIGS = sorted(FOLDER.glob('*.py'))
 POINTS = ['backbone.layer1:input', 'backbone.layer1', 'backbone.layer2', 'backbone.layer3',
           'backbone.layer4', 'decode_head.conv_seg:input']
@@ -37,10 +39,9 @@ def _without_protection(cfg: Config) -> Dict[str, Any]:
 
 def test_the_rows_are_all_there():
     names = {p.name for p in CONFIGS}
-    expected = {'fcn_r18-d8_3k_stanford-128x96.py', 'fcn_r18-d8_perm-m1_3k_stanford-128x96.py',
-                'fcn_r18-d8_perm-m6_3k_stanford-128x96.py',
-                'fcn_r18-d8_perm-m1to6-encw_3k_stanford-128x96.py'}
-    expected |= {f'fcn_r18-d8_{c}-b{m}_3k_stanford-128x96.py'
+    expected = {f'fcn_r18-d16_{p}6k_stanford-128x96.py'
+                for p in ('', 'perm-m1_', 'perm-m6_', 'perm-m1to6-encw_')}
+    expected |= {f'fcn_r18-d16_{c}-b{m}_6k_stanford-128x96.py'
                  for c in ('shf', 'np', 'ffx') for m in (4, 8, 16)}
     assert names == expected
 
@@ -67,8 +68,7 @@ def test_each_config_adds_only_its_protection(path):
                     'perm-m1to6-encw': POINTS}[stem.split('_')[2]]
         assert cfg.model.type == 'KeyProtectedEncoderDecoder'
         assert protection.points == expected and protection.key == base.key
-        assert protection.get('encrypt_weights', False) == stem.endswith('encw_3k_stanford'
-                                                                         '-128x96')
+        assert protection.get('encrypt_weights', False) == ('-encw_' in stem)
     else:
         assert cfg.model.type == 'EncoderDecoder' and 'protection' not in cfg.model
 

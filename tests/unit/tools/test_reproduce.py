@@ -24,8 +24,9 @@ def test_refuses_unprepared_data_and_unknown_rows(tmp_path):
         reproduce.main(['--data', str(tmp_path), '--rows', 'nope'])
 
 
-def test_the_key_file_reaches_the_configs(tmp_path):
-    env = reproduce.run_env(tmp_path / 'owner.key', threads=2)
+def test_the_key_file_and_the_thread_count_reach_the_tools(tmp_path, monkeypatch):
+    monkeypatch.setenv('OMP_NUM_THREADS', '7')  # --threads wins over the caller's
+    env = reproduce.tool_env(tmp_path / 'owner.key', 2, 'KP_KEY_FILE')
     assert env['KP_KEY_FILE'] == str(tmp_path / 'owner.key') and env['OMP_NUM_THREADS'] == '2'
 
 

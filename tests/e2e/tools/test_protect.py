@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import pytest
 
@@ -28,7 +28,7 @@ def _run(*args: Any, ok: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-def _user_config(tmp_path: Path, data_root: Path) -> Path:
+def _user_config(tmp_path: Path, data_root: Path, iters: int = ITERS) -> Path:
     """The plain config a user trained with: the demo baseline on the generated data."""
     loaders = '\n'.join(
         f"{loader} = dict(num_workers=0, persistent_workers=False, "
@@ -36,8 +36,8 @@ def _user_config(tmp_path: Path, data_root: Path) -> Path:
         for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'))
     path = tmp_path / 'plain_config.py'
     path.write_text(f"_base_ = [{str(BASELINE)!r}]\n"
-                    f"train_cfg = dict(max_iters={ITERS}, val_interval={ITERS})\n"
-                    f"default_hooks = dict(checkpoint=dict(interval={ITERS}))\n{loaders}\n")
+                    f"train_cfg = dict(max_iters={iters}, val_interval={iters})\n"
+                    f"default_hooks = dict(checkpoint=dict(interval={iters}))\n{loaders}\n")
     return path
 
 
@@ -45,20 +45,38 @@ def _miou(work_dir: Path) -> Dict[str, Any]:
     return json.loads((work_dir / 'key_conditions.json').read_text())['summary']
 
 
-@pytest.mark.slow
-def test_train_protect_test_rekey(tmp_path: Path):
+def _train_and_test_plain(tmp_path: Path, extra: str = '',
+                          iters: int = ITERS) -> Tuple[Path, Path, Path, float]:
+    """Train a plain model (the demo baseline, plus ``extra`` config text) on generated data
+    with mmseg's tools/train.py and test it with tools/test.py.
+
+    Returns:
+        (config, checkpoint, key_file, mIoU): a fresh owner key, and the plain model's mIoU
+        (an unprotected model has the correct condition only).
+    """
     data_root = make_synthetic_voc(tmp_path / 'data', num_train=64, num_val=16, num_test=16,
                                    seed=0)
-    config = _user_config(tmp_path, data_root)
+    config = _user_config(tmp_path, data_root, iters)
+    config.write_text(config.read_text() + extra)
     _run('tools/train.py', config, '--work-dir', tmp_path / 'train')
-    checkpoint = tmp_path / 'train' / f'iter_{ITERS}.pth'
+    checkpoint = tmp_path / 'train' / f'iter_{iters}.pth'
     key_file = SecretKey.generate().save(tmp_path / 'owner.key')
-
-    # the plain model's mIoU, with mmseg's own test tool (the demo baseline's key-condition
-    # loop: an unprotected model has the correct condition only)
     _run('tools/test.py', config, checkpoint, '--work-dir', tmp_path / 'plain_test')
     plain = [json.loads(p.read_text()) for p in (tmp_path / 'plain_test').glob('*/*.json')]
-    plain_miou = plain[0]['correct/mIoU']
+    return config, checkpoint, key_file, plain[0]['correct/mIoU']
+
+
+def _assert_protected(summary: Dict[str, Any], plain_miou: float, at_least: float) -> None:
+    """Correct key = the plain model (same mIoU); plain and wrong keys lose half or more."""
+    assert summary['correct']['mIoU'] == pytest.approx(plain_miou, abs=0.011)
+    assert plain_miou > at_least
+    assert summary['plain']['mIoU'] < plain_miou / 2
+    assert summary['incorrect']['mean']['mIoU'] < plain_miou / 2
+
+
+@pytest.mark.slow
+def test_train_protect_test_rekey(tmp_path: Path):
+    config, checkpoint, key_file, plain_miou = _train_and_test_plain(tmp_path)
 
     out = tmp_path / 'protected'
     proc = _run('tools/protect.py', config, checkpoint, '--key', key_file, '--out', out,
@@ -71,10 +89,7 @@ def test_train_protect_test_rekey(tmp_path: Path):
     _run('tools/test.py', out / 'protected_config.py', out / 'protected.pth', '--work-dir',
          tmp_path / 'protected_test', '--cfg-options', 'test_cfg.incorrect=5')
     summary = _miou(tmp_path / 'protected_test')
-    assert summary['correct']['mIoU'] == pytest.approx(plain_miou, abs=0.011)
-    assert plain_miou > 40
-    assert summary['plain']['mIoU'] < plain_miou / 2
-    assert summary['incorrect']['mean']['mIoU'] < plain_miou / 2
+    _assert_protected(summary, plain_miou, at_least=40)
 
     # the checkpoint holds no plaintext weight; the old key fails after rekeying
     new_key = SecretKey.generate().save(tmp_path / 'new.key')
@@ -129,19 +144,8 @@ VIT_ITERS = 200
 @pytest.mark.slow
 def test_train_vit_protect_with_block_scrambling_test(tmp_path: Path):
     """The spatial head (a 3x3 conv) sees the tokens back in place: correct = the plain mIoU."""
-    data_root = make_synthetic_voc(tmp_path / 'data', num_train=64, num_val=16, num_test=16,
-                                   seed=0)
-    config = _user_config(tmp_path, data_root)
-    config.write_text(config.read_text().replace(f'max_iters={ITERS}, val_interval={ITERS}',
-                                                 f'max_iters={VIT_ITERS}, val_interval='
-                                                 f'{VIT_ITERS}')
-                      .replace(f'interval={ITERS}', f'interval={VIT_ITERS}') + _TINY_VIT)
-    _run('tools/train.py', config, '--work-dir', tmp_path / 'train')
-    checkpoint = tmp_path / 'train' / f'iter_{VIT_ITERS}.pth'
-    key_file = SecretKey.generate().save(tmp_path / 'owner.key')
-    _run('tools/test.py', config, checkpoint, '--work-dir', tmp_path / 'plain_test')
-    plain = [json.loads(p.read_text()) for p in (tmp_path / 'plain_test').glob('*/*.json')]
-    plain_miou = plain[0]['correct/mIoU']
+    config, checkpoint, key_file, plain_miou = _train_and_test_plain(tmp_path, _TINY_VIT,
+                                                                     VIT_ITERS)
 
     out = tmp_path / 'protected'
     proc = _run('tools/protect.py', config, checkpoint, '--key', key_file, '--out', out,
@@ -150,8 +154,4 @@ def test_train_vit_protect_with_block_scrambling_test(tmp_path: Path):
     assert 'backbone.pos_embed' in proc.stdout
     _run('tools/test.py', out / 'protected_config.py', out / 'protected.pth', '--work-dir',
          tmp_path / 'protected_test', '--cfg-options', 'test_cfg.incorrect=5')
-    summary = _miou(tmp_path / 'protected_test')
-    assert summary['correct']['mIoU'] == pytest.approx(plain_miou, abs=0.011)
-    assert plain_miou > 25
-    assert summary['plain']['mIoU'] < plain_miou / 2
-    assert summary['incorrect']['mean']['mIoU'] < plain_miou / 2
+    _assert_protected(_miou(tmp_path / 'protected_test'), plain_miou, at_least=25)

@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence
 
 import torch
+from mmengine.config import Config
 
-from mmseg_keyprotect.checkpoint import find_checkpoint
+from mmseg_keyprotect.checkpoint import META_KEY, find_checkpoint
 from mmseg_keyprotect.keys import SecretKey
 from mmseg_keyprotect.reproduction import CONFIG_DIR, config_name
 
@@ -127,17 +128,25 @@ def export_in_clear(config: Path, checkpoint: str, key_file: Path, out: Path) ->
         raise SystemExit(f'posthoc_attacks.py: error: {sorted(missing)[:3]}: not in the keyed '
                          'model')
     torch.save({'state_dict': state,
-                'meta': {'key_protection': checkpoint_protection(checkpoint)}}, out)
+                'meta': {META_KEY: checkpoint_protection(checkpoint)}}, out)
 
 
-def train(config: str, work_dir: Path, options: List[str], env: Mapping[str, str],
-          tag: str) -> str:
-    """mmseg's tools/train.py (resuming); the best checkpoint."""
-    if not list(work_dir.glob('best_*.pth')) or not (work_dir / 'done').is_file():
+def train(config: str, work_dir: Path, options: List[str], env: Mapping[str, str], tag: str,
+          init: str = '') -> str:
+    """mmseg's tools/train.py from ``init`` (a checkpoint to fine-tune, or from scratch), or
+    resuming an interrupted run of ``work_dir``; the best checkpoint.
+
+    (mmengine resumes *from* ``load_from`` when both are set, so a fine-tuning passes
+    ``load_from`` only on its first start.)
+    """
+    if not (work_dir / 'done').is_file():
         work_dir.mkdir(parents=True, exist_ok=True)
+        start = (['--resume'] if (work_dir / 'last_checkpoint').is_file() else
+                 [] if not init else None)
+        options = options + ([f'load_from={init}'] if start is None else [])
         say(f'{tag}training {config}')
         run_streaming([sys.executable, 'tools/train.py', config, '--work-dir', str(work_dir),
-                       '--resume', '--cfg-options', *options],
+                       *(start or []), '--cfg-options', *options],
                       work_dir / 'train_stdout.log', PROGRESS, dict(env), tag)
         (work_dir / 'done').touch()
     return find_checkpoint(work_dir, 'best')
@@ -189,21 +198,20 @@ def main(argv=None) -> None:
     public = train(BASELINE, out / 'public', data_options(args.data, lists['public'])
                    + schedule_options(args.public_iters, 0.05), env, '[public] ')
     test(BASELINE, public, out / 'public', test_opts, env, '[public] ')
-    owner = data_options(args.data, lists['owner']) + [f'load_from={public}']
-    owner += schedule_options(args.finetune_iters, 0.01)
+    owner = data_options(args.data, lists['owner'])
+    finetune = owner + schedule_options(args.finetune_iters, 0.01)
 
-    plain = train(BASELINE, out / 'finetuned', owner, env, '[finetuned] ')
+    plain = train(BASELINE, out / 'finetuned', finetune, env, '[finetuned] ', init=public)
     victims = {'posthoc': (out / 'posthoc' / 'protected_config.py',
                            str(out / 'posthoc' / 'protected.pth'))}
     if not Path(victims['posthoc'][1]).is_file():
         run_streaming(protect_command(BASELINE, plain, str(key_file), out / 'posthoc'),
                       out / 'protect_stdout.log', PROGRESS, env, '[posthoc] ')
-    from mmengine.config import Config
     points = list(Config.fromfile(str(victims['posthoc'][0])).model.protection.points)
     trained_cfg = out / 'trained_config.py'
     trained_cfg.write_text(trained_victim_config(points))
-    victims['trained'] = (trained_cfg, train(str(trained_cfg), out / 'trained', owner, env,
-                                             '[trained] '))
+    victims['trained'] = (trained_cfg, train(str(trained_cfg), out / 'trained', finetune, env,
+                                             '[trained] ', init=public))
     references = []
     for name, (config, checkpoint) in victims.items():
         test(str(config), checkpoint, out / name, test_opts, env, f'[{name}] ')

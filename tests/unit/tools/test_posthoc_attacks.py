@@ -65,3 +65,19 @@ def test_schedule_options_end_the_poly_decay_with_training():
     assert 'train_cfg.max_iters=2000' in options and 'param_scheduler.1.end=2000' in options
     assert 'optim_wrapper.optimizer.lr=0.01' in options
     assert 'train_cfg.val_interval=200' in options
+
+
+def test_a_finetuning_loads_the_public_model_first_and_resumes_itself_after(tmp_path, monkeypatch):
+    """mmengine resumes *from* load_from when both are given: only one of them is passed."""
+    commands = []
+    monkeypatch.setattr(posthoc_attacks, 'run_streaming', lambda cmd, *a, **k: commands.append(cmd))
+    monkeypatch.setattr(posthoc_attacks, 'find_checkpoint', lambda *a: 'best.pth')
+    work_dir = tmp_path / 'finetuned'
+    posthoc_attacks.train('c.py', work_dir, ['x=1'], {}, '', init='public.pth')
+    assert '--resume' not in commands[0] and 'load_from=public.pth' in commands[0]
+    (work_dir / 'done').unlink()
+    (work_dir / 'last_checkpoint').write_text('iter_200.pth')
+    posthoc_attacks.train('c.py', work_dir, ['x=1'], {}, '', init='public.pth')
+    assert '--resume' in commands[1] and not any('load_from' in c for c in commands[1])
+    posthoc_attacks.train('c.py', work_dir, ['x=1'], {}, '', init='public.pth')
+    assert len(commands) == 2  # done: not trained again

@@ -39,6 +39,7 @@ from mmengine.config import Config
 
 from mmseg_keyprotect.checkpoint import META_KEY, find_checkpoint
 from mmseg_keyprotect.keys import SecretKey
+from mmseg_keyprotect.models.points import PointSpec
 from mmseg_keyprotect.reproduction import CONFIG_DIR, config_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -89,8 +90,10 @@ def trained_victim_config(points: Sequence[str]) -> str:
             f"    protection=dict(key={{{{_base_.key}}}}, points=[{listed}\n    ]))\n")
 
 
-def head_modules(points: Sequence[str]) -> List[str]:
-    """The modules that consume ``points`` on mmseg's FCN (``head_only`` retrains them)."""
+def head_modules(points: Sequence[Any]) -> List[str]:
+    """The modules that consume ``points`` (names or point dicts) on mmseg's FCN
+    (``head_only`` retrains them)."""
+    points = [PointSpec.parse(p).name() for p in points]
     consumers = {'backbone.layer3:output': ['backbone.layer4.0.conv1',
                                             'backbone.layer4.0.downsample.0'],
                  'backbone.layer4:output': ['decode_head.convs.0', 'decode_head.conv_cat'],

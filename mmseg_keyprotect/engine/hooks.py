@@ -56,6 +56,7 @@ from typing import Any, Dict, List, Optional
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
+from mmengine.runner import BaseLoop
 from mmseg.registry import HOOKS
 from torch import nn
 
@@ -79,6 +80,13 @@ def _model(runner) -> nn.Module:
 def _current(runner) -> List[Dict[str, Any]]:
     """The descriptor of the runner's model and the dataloaders of its built loops."""
     return Protection.from_runner(runner).describe()
+
+
+def _starts_training(runner) -> bool:
+    """Whether the checkpoint initialises a training (``load_from``), not a resumed one or a
+    test: only then may an unprotected checkpoint load into a protected model."""
+    return (isinstance(getattr(runner, '_train_loop', None), BaseLoop)
+            and not getattr(runner, '_resume', False))
 
 
 def _weight_encryption(runner) -> Optional[Any]:
@@ -122,7 +130,9 @@ class KeyProtectionHook(Hook):
         Raises:
             EncryptedWeightsError: another key, an edited descriptor, an unsealed
                 checkpoint refused, or a sealed entry that fails authentication.
-            ProtectionMismatchError: if the protections differ and ``strict``.
+            ProtectionMismatchError: if the protections differ and ``strict`` (except
+                for a training that starts from an unprotected checkpoint: fine-tuning
+                plain weights under the key, which only logs).
         """
         encryption = _weight_encryption(runner)
         key = None if encryption is None else encryption.key
@@ -140,6 +150,11 @@ class KeyProtectionHook(Hook):
                           'or pretrained model, or saved without KeyProtectionHook); cannot '
                           'check that it was trained with this config\'s protection',
                           logger='current', level=logging.WARNING)
+            return
+        if not stored and current and _starts_training(runner):
+            print_log('training starts from an unprotected checkpoint (load_from): the model '
+                      'is fine-tuned under this config\'s protection from plain weights',
+                      logger='current', level=logging.WARNING)
             return
         try:
             check_protection(stored, current)

@@ -105,6 +105,29 @@ def test_float_images_out_of_range(key):
 
 
 # -------------------------------------------------- checkpoint of another protection
+def test_an_unprotected_checkpoint_starts_a_protected_training_but_is_refused_elsewhere(key):
+    """load_from a plain model to fine-tune it under the key: allowed; resuming from it or
+    testing it with the protected config: refused (the protections differ)."""
+    from mmengine.runner import BaseLoop
+
+    class _Loop(BaseLoop):
+        def __init__(self):  # a built training loop over no keyed data
+            self.dataloader = []
+
+        def run(self):
+            pass
+
+    model = ChannelPermutation(4, key, 'p')
+    plain = {'meta': {META_KEY: []}}  # saved by an unprotected run
+    starting = SimpleNamespace(model=model, _train_loop=_Loop(), _val_loop=None,
+                               _test_loop=None, _resume=False)
+    KeyProtectionHook().after_load_checkpoint(starting, plain)
+    for runner in (SimpleNamespace(**dict(vars(starting), _resume=True)),
+                   SimpleNamespace(**dict(vars(starting), _train_loop=None))):
+        with pytest.raises(ProtectionMismatchError, match='trained with protection none'):
+            KeyProtectionHook().after_load_checkpoint(runner, plain)
+
+
 def test_strict_false_and_missing_descriptor_only_warn(key, other_key):
     hook = KeyProtectionHook(strict=False)
     runner = SimpleNamespace(model=ChannelPermutation(4, other_key, 'p'), _train_loop=None,

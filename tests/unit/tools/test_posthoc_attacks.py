@@ -43,6 +43,9 @@ def test_head_only_retrains_the_consumers_of_each_point():
     assert posthoc_attacks.head_modules(POINTS) == [
         'backbone.layer4.0.conv1', 'backbone.layer4.0.downsample.0', 'decode_head.convs.0',
         'decode_head.conv_cat', 'decode_head.conv_seg']
+    written = {'path': 'decode_head.conv_seg', 'where': 'input', 'index': None, 'channels': 32,
+               'channel_dim': 1}  # as tools/protect.py writes a point into its config
+    assert posthoc_attacks.head_modules([written]) == ['decode_head.conv_seg']
     with pytest.raises(SystemExit, match=r"points \['backbone.layer1:input'\]"):
         posthoc_attacks.head_modules(['backbone.layer1:input'])
 

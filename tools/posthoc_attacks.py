@@ -105,9 +105,10 @@ def head_modules(points: Sequence[Any]) -> List[str]:
     return [m for p in points for m in consumers[p]]
 
 
-def attack_config(victim_config: Path, stolen: Path, public: Path, heads: Sequence[str]) -> str:
-    """The attack config of one victim (every attack, both fractions, 100 iterations)."""
-    return (f"_base_ = ['{REPO}/configs/attacks/_base_/demo_attacks.py']\n"
+def attack_config(name: str, victim_config: Path, stolen: Path, public: Path,
+                  heads: Sequence[str]) -> str:
+    """The attack config of victim ``name`` (every attack, both fractions, 100 iterations)."""
+    return (f"_base_ = ['{REPO}/configs/attacks/_base_/demo_attacks.py']\nname = {name!r}\n"
             f"victim = dict(config='{victim_config}', checkpoint='{stolen}', "
             f"reference='{public}')\n"
             f'attacks = {list(ATTACKS)!r}\nfractions = {list(FRACTIONS)!r}\nbudgets = [100]\n'
@@ -223,7 +224,7 @@ def main(argv=None) -> None:
         if not stolen.is_file():
             export_in_clear(config, checkpoint, key_file, stolen)
         (out / f'attack_{name}.py').write_text(
-            attack_config(config, stolen, Path(public), head_modules(points)))
+            attack_config(name, config, stolen, Path(public), head_modules(points)))
 
     attack_opts = (data_options(args.data, lists['owner'])
                    + ['val_dataloader.dataset.data_prefix.img_path=img_dir/test',

@@ -153,7 +153,9 @@ class KeyProtectionHook(Hook):
             return
         if not stored and current and _starts_training(runner):
             print_log('training starts from an unprotected checkpoint (load_from): the model '
-                      'is fine-tuned under this config\'s protection from plain weights',
+                      'is fine-tuned under this config\'s protection from plain weights, and '
+                      'may keep working without the key (docs/security.md, section 8); to '
+                      'protect a trained plain model, use tools/protect.py instead',
                       logger='current', level=logging.WARNING)
             return
         try:

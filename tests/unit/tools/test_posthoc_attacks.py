@@ -52,7 +52,8 @@ def test_head_only_retrains_the_consumers_of_each_point():
 
 def test_the_attack_config_runs_every_attack_at_both_fractions(tmp_path):
     path = tmp_path / 'attack.py'
-    path.write_text(posthoc_attacks.attack_config(tmp_path / 'victim.py', tmp_path / 'stolen.pth',
+    path.write_text(posthoc_attacks.attack_config('posthoc', tmp_path / 'victim.py',
+                                                  tmp_path / 'stolen.pth',
                                                   tmp_path / 'public.pth', ['decode_head.conv_seg']))
     cfg = Config.fromfile(str(path))
     specs = attack_specs(cfg)
@@ -61,6 +62,7 @@ def test_the_attack_config_runs_every_attack_at_both_fractions(tmp_path):
     matching = [s for s in specs if s.kind == 'weight_matching']
     assert matching and all(s.reference == str(tmp_path / 'public.pth') for s in matching)
     assert cfg.victim.checkpoint == str(tmp_path / 'stolen.pth')
+    assert cfg.name == 'posthoc'  # the results and the key-condition reports share the name
 
 
 def test_schedule_options_end_the_poly_decay_with_training():

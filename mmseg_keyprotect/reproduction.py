@@ -27,8 +27,9 @@ from PIL import Image
 
 from .evaluation.metrics import image_miou, intersect_and_union
 
-__all__ = ['Row', 'ROWS', 'config_name', 'short_name', 'METRICS', 'HEADLINE', 'headline_markdown', 'run_dir', 'is_done', 'floor_scores',
-           'validation_curve', 'collect', 'results_markdown']
+__all__ = ['Row', 'ROWS', 'config_name', 'short_name', 'METRICS', 'HEADLINE',
+           'headline_markdown', 'run_dir', 'is_done', 'floor_scores', 'validation_curve',
+           'collect', 'results_markdown']
 
 CONFIG_DIR = 'configs/stanford_background'
 #: The parts of a row's config name: ``{MODEL}_{protection}_{SCHEDULE}_{INPUT}.py``.

@@ -107,6 +107,12 @@ def test_command(config: str, checkpoint: str, work_dir: Path, options: List[str
             str(work_dir), '--cfg-options', *options]
 
 
+def data_options(data_root: str) -> List[str]:
+    """``--cfg-options`` pointing every dataloader (train, val, test) at ``data_root``."""
+    return [f'{split}.dataset.data_root={data_root}'
+            for split in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+
+
 def test_options(data_root: str) -> List[str]:
     """``--cfg-options`` of the demo's tests: where the data is (the configs test on the
     test split, disjoint from the val split that selects the checkpoint)."""
@@ -136,8 +142,7 @@ def train_and_test(name: str, config: str, out: Path, args: argparse.Namespace,
     tag = f'[{slug(config).replace("fcn_r18-d8_", "").replace("_demo", "")}] '
     work_dir = out / slug(config)
     work_dir.mkdir(parents=True, exist_ok=True)
-    options = [f'{split}.dataset.data_root={args.data_root}'
-               for split in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    options = data_options(args.data_root)
     options.append(f'randomness.seed={args.seed}')
     options += short_schedule(args.max_iters)
     say(f'\n[{name}] training {config} ({threads} thread(s))')

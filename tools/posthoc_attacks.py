@@ -43,8 +43,8 @@ from mmseg_keyprotect.models.points import PointSpec
 from mmseg_keyprotect.reproduction import CONFIG_DIR, config_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import (PROGRESS, protect_command, run_streaming, say, test_command,  # noqa: E402
-                  threads_per_job, tool_env)
+from demo import (PROGRESS, data_options, protect_command, run_streaming, say,  # noqa: E402
+                  test_command, test_options, threads_per_job, tool_env)
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = f'{CONFIG_DIR}/{config_name("")}'
@@ -65,12 +65,10 @@ def split_ids(train_dir: Path) -> Dict[str, List[str]]:
     return {'public': ids[0::2], 'owner': ids[1::2]}
 
 
-def data_options(data: str, ann_file: Path) -> List[str]:
-    """``--cfg-options``: the data root, training on ``ann_file``'s ids, validating on the
-    selection split and testing on the test split (as the configs do)."""
-    return ([f'{split}.dataset.data_root={data}'
-             for split in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
-            + [f'train_dataloader.dataset.ann_file={ann_file}'])
+def training_options(data: str, ann_file: Path) -> List[str]:
+    """``--cfg-options``: every dataloader on ``data`` (validating on the selection split,
+    testing on the test split, as the configs do), training on ``ann_file``'s ids."""
+    return data_options(data) + [f'train_dataloader.dataset.ann_file={ann_file}']
 
 
 def schedule_options(iterations: int, lr: float) -> List[str]:
@@ -196,13 +194,12 @@ def main(argv=None) -> None:
     for half, ids in split_ids(data / 'img_dir' / 'train').items():
         lists[half] = out / f'{half}.txt'
         lists[half].write_text('\n'.join(ids) + '\n')
-    test_opts = [f'test_dataloader.dataset.data_root={args.data}',
-                 f'test_cfg.incorrect={args.incorrect}']
+    test_opts = test_options(args.data) + [f'test_cfg.incorrect={args.incorrect}']
 
-    public = train(BASELINE, out / 'public', data_options(args.data, lists['public'])
+    public = train(BASELINE, out / 'public', training_options(args.data, lists['public'])
                    + schedule_options(args.public_iters, 0.05), env, '[public] ')
     test(BASELINE, public, out / 'public', test_opts, env, '[public] ')
-    owner = data_options(args.data, lists['owner'])
+    owner = training_options(args.data, lists['owner'])
     finetune = owner + schedule_options(args.finetune_iters, 0.01)
 
     plain = train(BASELINE, out / 'finetuned', finetune, env, '[finetuned] ', init=public)
@@ -226,7 +223,7 @@ def main(argv=None) -> None:
         (out / f'attack_{name}.py').write_text(
             attack_config(name, config, stolen, Path(public), head_modules(points)))
 
-    attack_opts = (data_options(args.data, lists['owner'])
+    attack_opts = (training_options(args.data, lists['owner'])
                    + ['val_dataloader.dataset.data_prefix.img_path=img_dir/test',
                       'val_dataloader.dataset.data_prefix.seg_map_path=ann_dir/test'])
     results = out / 'results.jsonl'

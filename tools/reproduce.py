@@ -272,7 +272,7 @@ def main(argv=None) -> None:
                          f'{args.data}')
     args.out.mkdir(parents=True, exist_ok=True)
     key_file = args.out / 'owner.key'
-    if not key_file.exists():
+    if not key_file.exists() and not args.report_only:  # a report draws no key
         SecretKey.generate().save(key_file)
     if args.jobs < 1:
         raise SystemExit(f'reproduce.py: error: --jobs {args.jobs}: must be at least 1')
